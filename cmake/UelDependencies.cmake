@@ -1,0 +1,57 @@
+# Every dependency through find_package; CUDA and NCCL are optional and detected.
+
+find_package(Torch REQUIRED)
+find_package(MPI REQUIRED COMPONENTS C CXX)
+find_package(HDF5 REQUIRED COMPONENTS C)
+find_package(Boost REQUIRED COMPONENTS program_options)
+find_package(fmt REQUIRED)
+find_package(ZLIB REQUIRED)
+find_package(PNG REQUIRED)
+find_package(JPEG REQUIRED)
+find_package(Threads REQUIRED)
+
+# LibTorch's package exports variables, not a target: wrap them once.
+if(NOT TARGET uel_torch)
+  add_library(uel_torch INTERFACE)
+  target_link_libraries(uel_torch INTERFACE ${TORCH_LIBRARIES})
+  target_include_directories(uel_torch SYSTEM INTERFACE ${TORCH_INCLUDE_DIRS})
+  separate_arguments(_uel_torch_flags UNIX_COMMAND "${TORCH_CXX_FLAGS}")
+  target_compile_options(uel_torch INTERFACE ${_uel_torch_flags})
+endif()
+
+# CUDA toolkit: AUTO builds the CUDA code wherever the toolkit is found, GPU or not.
+set(UEL_HAVE_CUDA OFF)
+if(NOT UEL_USE_CUDA STREQUAL "OFF")
+  if(NOT CUDAToolkit_ROOT AND EXISTS /usr/local/cuda)
+    set(CUDAToolkit_ROOT /usr/local/cuda)
+  endif()
+  find_package(CUDAToolkit QUIET)
+  if(CUDAToolkit_FOUND)
+    set(UEL_HAVE_CUDA ON)
+  elseif(UEL_USE_CUDA STREQUAL "ON")
+    message(FATAL_ERROR "UEL_USE_CUDA=ON but no CUDA toolkit was found; set CUDAToolkit_ROOT "
+                        "or configure with -DUEL_USE_CUDA=OFF")
+  endif()
+endif()
+
+set(UEL_HAVE_NCCL OFF)
+if(UEL_HAVE_CUDA AND NOT UEL_USE_NCCL STREQUAL "OFF")
+  find_path(NCCL_INCLUDE_DIR nccl.h
+    HINTS ${NCCL_ROOT} ENV NCCL_ROOT ${CUDAToolkit_INCLUDE_DIRS}
+    PATH_SUFFIXES include)
+  find_library(NCCL_LIBRARY nccl
+    HINTS ${NCCL_ROOT} ENV NCCL_ROOT ${CUDAToolkit_LIBRARY_DIR}
+    PATH_SUFFIXES lib lib64)
+  if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY)
+    set(UEL_HAVE_NCCL ON)
+    add_library(uel_nccl INTERFACE)
+    target_include_directories(uel_nccl SYSTEM INTERFACE ${NCCL_INCLUDE_DIR})
+    target_link_libraries(uel_nccl INTERFACE ${NCCL_LIBRARY} CUDA::cudart)
+  endif()
+endif()
+if(UEL_USE_NCCL STREQUAL "ON" AND NOT UEL_HAVE_NCCL)
+  message(FATAL_ERROR "UEL_USE_NCCL=ON but CUDA or nccl.h/libnccl was not found; set NCCL_ROOT "
+                      "or configure with -DUEL_USE_NCCL=OFF")
+endif()
+
+message(STATUS "uel: LibTorch ${Torch_VERSION}, CUDA code ${UEL_HAVE_CUDA}, NCCL backend ${UEL_HAVE_NCCL}")

@@ -1,0 +1,95 @@
+#pragma once
+
+// Image datasets in HDF5 (DESIGN.md §1): /images uint8 [N,H,W,C] (chunked), /labels int64 [N],
+// attributes name, num_classes, class_names.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+namespace uel::data {
+
+struct DatasetInfo {
+  std::string path;
+  std::string name;
+  int64_t size = 0;  // N
+  int64_t height = 0;
+  int64_t width = 0;
+  int64_t channels = 0;
+  int64_t num_classes = 0;
+  std::vector<std::string> class_names;
+};
+
+// Images of a dataset file, read-only. Validates the schema and every label on open. Small
+// files are held in memory; larger ones are read on demand. Reads are safe from several threads.
+class ImageDataset {
+ public:
+  // max_memory_bytes: files whose /images are at most this large are loaded whole.
+  explicit ImageDataset(const std::string& path, int64_t max_memory_bytes = int64_t{4} << 30);
+  ~ImageDataset();
+  ImageDataset(const ImageDataset&) = delete;
+  ImageDataset& operator=(const ImageDataset&) = delete;
+
+  const DatasetInfo& info() const {
+    return info_;
+  }
+  int64_t size() const {
+    return info_.size;
+  }
+  const std::vector<int64_t>& labels() const {
+    return labels_;
+  }
+  bool in_memory() const;
+
+  // uint8 [indices.size(), H, W, C] in the order given.
+  at::Tensor read(const std::vector<int64_t>& indices) const;
+
+ private:
+  struct Storage;
+  DatasetInfo info_;
+  std::vector<int64_t> labels_;
+  std::unique_ptr<Storage> storage_;
+};
+
+// Reads only the attributes and shapes (for `uel info`); validates like ImageDataset.
+DatasetInfo read_dataset_info(const std::string& path);
+
+// Writes a dataset file atomically: rows go to a temporary file next to `path`, which replaces
+// `path` only in commit(). Destroyed without commit(), it removes the temporary file, so an
+// interrupted or failed conversion never leaves a partial file under the final name.
+class DatasetWriter {
+ public:
+  DatasetWriter(
+      std::string path,
+      int64_t height,
+      int64_t width,
+      int64_t channels,
+      std::string name,
+      std::vector<std::string> class_names);
+  ~DatasetWriter();
+  DatasetWriter(const DatasetWriter&) = delete;
+  DatasetWriter& operator=(const DatasetWriter&) = delete;
+
+  // images: uint8 [n,H,W,C] contiguous; labels: n values in [0, num_classes).
+  void append(const at::Tensor& images, const std::vector<int64_t>& labels);
+  int64_t size() const {
+    return size_;
+  }
+  void commit();
+
+ private:
+  struct Handles;
+  std::string path_;
+  std::string tmp_path_;
+  int64_t height_, width_, channels_;
+  std::string name_;
+  std::vector<std::string> class_names_;
+  std::vector<int64_t> labels_;
+  int64_t size_ = 0;
+  std::unique_ptr<Handles> handles_;
+};
+
+}  // namespace uel::data
