@@ -5,10 +5,7 @@
 namespace uel::detail {
 
 std::string format_check_failure(
-    const char* file,
-    int line,
-    const char* expression,
-    const std::string& hint) {
+    const char* file, int line, const char* expression, const std::string& hint) {
   // Keep the path short: the part after src/ or include/ identifies the file.
   const char* short_file = file;
   for (const char* marker : {"/src/", "/include/", "/tests/"}) {

@@ -64,8 +64,8 @@ void log_line(LogLevel level, const std::string& message) {
   std::strftime(stamp, sizeof(stamp), "%H:%M:%S", &tm);
   std::string line;
   if (level >= LogLevel::kWarn) {
-    line = fmt::format(
-        "[uel {} {}] {}: {}\n", stamp, process_identity(), level_tag(level), message);
+    line =
+        fmt::format("[uel {} {}] {}: {}\n", stamp, process_identity(), level_tag(level), message);
   } else {
     line = fmt::format("[uel {}] {}\n", stamp, message);
   }

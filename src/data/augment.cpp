@@ -42,12 +42,20 @@ at::Tensor hsv_to_rgb(const at::Tensor& hsv) {
   at::Tensor q = (v * (1.0 - s * f)).clamp(0.0, 1.0);
   at::Tensor t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0);
   // Per sector (0..5): (r, g, b) = (v,t,p) (q,v,p) (p,v,t) (p,q,v) (t,p,v) (v,p,q).
-  auto pick = [&](const at::Tensor& a0, const at::Tensor& a1, const at::Tensor& a2,
-                  const at::Tensor& a3, const at::Tensor& a4, const at::Tensor& a5) {
-    return at::where(sector == 0, a0,
-           at::where(sector == 1, a1,
-           at::where(sector == 2, a2,
-           at::where(sector == 3, a3, at::where(sector == 4, a4, a5)))));
+  auto pick = [&](const at::Tensor& a0,
+                  const at::Tensor& a1,
+                  const at::Tensor& a2,
+                  const at::Tensor& a3,
+                  const at::Tensor& a4,
+                  const at::Tensor& a5) {
+    return at::where(
+        sector == 0,
+        a0,
+        at::where(
+            sector == 1,
+            a1,
+            at::where(
+                sector == 2, a2, at::where(sector == 3, a3, at::where(sector == 4, a4, a5)))));
   };
   return at::stack({pick(v, q, p, p, t, v), pick(t, v, v, q, p, p), pick(p, p, t, v, v, q)}, 1);
 }
@@ -83,8 +91,9 @@ void AugmentConfig::validate(int64_t channels) const {
       grayscale_p >= 0 && grayscale_p <= 1 && flip_p >= 0 && flip_p <= 1,
       "--aug.grayscale_p and --aug.flip_p are probabilities in [0, 1]");
   for (const auto* values : {&mean, &std}) {
+    const auto count = static_cast<int64_t>(values->size());
     UEL_CHECK_CONFIG(
-        values->size() == 1 || static_cast<int64_t>(values->size()) == channels,
+        (channels == 0 && count <= 3) || count == 1 || count == channels,
         "--aug.mean and --aug.std need 1 or {} values (one per channel), got {}",
         channels,
         values->size());
@@ -94,12 +103,13 @@ void AugmentConfig::validate(int64_t channels) const {
   }
 }
 
-Augmenter::Augmenter(AugmentConfig config, uint64_t seed) : config_(std::move(config)), seed_(seed) {
+Augmenter::Augmenter(AugmentConfig config, uint64_t seed)
+    : config_(std::move(config)), seed_(seed) {
   UEL_CHECK(!config_.mean.empty() && !config_.std.empty(), "Augmenter needs mean and std");
 }
 
-ViewParams Augmenter::draw(int64_t height, int64_t width, int64_t epoch, int64_t sample, int view)
-    const {
+ViewParams Augmenter::draw(
+    int64_t height, int64_t width, int64_t epoch, int64_t sample, int view) const {
   const AugmentConfig& c = config_;
   Rng rng(derive_key(derive_key(stream_key(seed_, RngPurpose::kAugment, 0, epoch), sample), view));
   ViewParams p;
@@ -151,10 +161,7 @@ ViewParams Augmenter::draw(int64_t height, int64_t width, int64_t epoch, int64_t
 }
 
 AugmentedViews Augmenter::train_view(
-    const at::Tensor& images,
-    const std::vector<int64_t>& ids,
-    int64_t epoch,
-    int view) const {
+    const at::Tensor& images, const std::vector<int64_t>& ids, int64_t epoch, int view) const {
   UEL_CHECK(
       images.dim() == 4 && images.size(0) == static_cast<int64_t>(ids.size()),
       "train_view: {} images for {} ids",
@@ -168,8 +175,8 @@ AugmentedViews Augmenter::train_view(
   return apply(images, params);
 }
 
-AugmentedViews Augmenter::apply(const at::Tensor& images, const std::vector<ViewParams>& params)
-    const {
+AugmentedViews Augmenter::apply(
+    const at::Tensor& images, const std::vector<ViewParams>& params) const {
   UEL_CHECK(
       images.dim() == 4 && images.scalar_type() == at::kByte,
       "augmentation expects uint8 [n,H,W,C], got {} of {}",
@@ -218,17 +225,23 @@ AugmentedViews Augmenter::apply(const at::Tensor& images, const std::vector<View
   }
 
   at::Tensor x = images.permute({0, 3, 1, 2}).to(at::kFloat).div_(255.0);
-  at::Tensor grid = at::affine_grid_generator(on_device(theta, {n, 2, 3}), {n, channels, size, size},
-                                              /*align_corners=*/false);
+  at::Tensor grid = at::affine_grid_generator(
+      on_device(theta, {n, 2, 3}),
+      {n, channels, size, size},
+      /*align_corners=*/false);
   x = at::grid_sampler(x, grid, /*bilinear*/ 0, /*border*/ 1, /*align_corners=*/false);
 
   // ColorJitter in each image's own order: round r applies, to each image, the operation in
   // position r of its order. Saturation, hue and grayscale do nothing to one channel.
   std::vector<int> active;
-  if (config_.brightness > 0) active.push_back(kBrightness);
-  if (config_.contrast > 0) active.push_back(kContrast);
-  if (channels == 3 && config_.saturation > 0) active.push_back(kSaturation);
-  if (channels == 3 && config_.hue > 0) active.push_back(kHue);
+  if (config_.brightness > 0)
+    active.push_back(kBrightness);
+  if (config_.contrast > 0)
+    active.push_back(kContrast);
+  if (channels == 3 && config_.saturation > 0)
+    active.push_back(kSaturation);
+  if (channels == 3 && config_.hue > 0)
+    active.push_back(kHue);
   if (!active.empty()) {
     at::Tensor factor_tensors[4];
     for (int op : active) {
@@ -280,8 +293,10 @@ at::Tensor Augmenter::eval_view(const at::Tensor& images) const {
 at::Tensor Augmenter::normalize(const at::Tensor& x) const {
   const int64_t channels = x.size(1);
   std::vector<float> mean, inv_std;
-  for (double m : per_channel(config_.mean, channels)) mean.push_back(static_cast<float>(m));
-  for (double s : per_channel(config_.std, channels)) inv_std.push_back(static_cast<float>(1.0 / s));
+  for (double m : per_channel(config_.mean, channels))
+    mean.push_back(static_cast<float>(m));
+  for (double s : per_channel(config_.std, channels))
+    inv_std.push_back(static_cast<float>(1.0 / s));
   const auto opts = at::TensorOptions().dtype(at::kFloat);
   at::Tensor m = at::tensor(mean, opts).to(x.device()).view({1, channels, 1, 1});
   at::Tensor s = at::tensor(inv_std, opts).to(x.device()).view({1, channels, 1, 1});
@@ -318,9 +333,7 @@ at::Tensor adjust_hue(const at::Tensor& x, const at::Tensor& shift) {
 }
 
 std::pair<std::vector<double>, std::vector<double>> channel_stats(
-    const ImageDataset& dataset,
-    const std::vector<int64_t>& subset,
-    int64_t max_images) {
+    const ImageDataset& dataset, const std::vector<int64_t>& subset, int64_t max_images) {
   UEL_CHECK(!subset.empty(), "channel_stats of an empty subset");
   const int64_t stride =
       std::max<int64_t>(1, static_cast<int64_t>(subset.size()) / std::max<int64_t>(1, max_images));

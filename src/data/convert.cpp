@@ -64,7 +64,7 @@ std::string find_input(const std::string& dir, const std::vector<std::string>& n
 }
 
 struct Split {
-  std::string name;  // "train" or "test"
+  std::string name;   // "train" or "test"
   at::Tensor images;  // uint8 [N,H,W,C]
   std::vector<int64_t> labels;
 };
@@ -86,14 +86,20 @@ std::vector<std::string> write_splits(
         class_names);
     writer.append(split.images, split.labels);
     writer.commit();
-    log_info("wrote {} ({} images {}x{}x{})", path, writer.size(), split.images.size(1),
-             split.images.size(2), split.images.size(3));
+    log_info(
+        "wrote {} ({} images {}x{}x{})",
+        path,
+        writer.size(),
+        split.images.size(1),
+        split.images.size(2),
+        split.images.size(3));
     written.push_back(path);
   }
   return written;
 }
 
-void check_labels(const std::vector<int64_t>& labels, int64_t num_classes, const std::string& path) {
+void check_labels(
+    const std::vector<int64_t>& labels, int64_t num_classes, const std::string& path) {
   for (size_t i = 0; i < labels.size(); ++i) {
     UEL_CHECK_DATA(
         labels[i] >= 0 && labels[i] < num_classes,
@@ -158,11 +164,20 @@ IdxArray read_idx(const std::string& path) {
   return out;
 }
 
-std::vector<std::string> prepare_fashion_mnist(const std::string& src_dir, const std::string& out_dir) {
+std::vector<std::string> prepare_fashion_mnist(
+    const std::string& src_dir, const std::string& out_dir) {
   UEL_CHECK_DATA(fs::is_directory(src_dir), "--src '{}' is not a folder", src_dir);
   static const std::vector<std::string> kClassNames = {
-      "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
+      "T-shirt/top",
+      "Trouser",
+      "Pullover",
+      "Dress",
+      "Coat",
+      "Sandal",
+      "Shirt",
+      "Sneaker",
+      "Bag",
+      "Ankle boot"};
   std::vector<Split> splits;
   for (const auto& [split, prefix] :
        std::vector<std::pair<std::string, std::string>>{{"train", "train"}, {"test", "t10k"}}) {
@@ -170,8 +185,7 @@ std::vector<std::string> prepare_fashion_mnist(const std::string& src_dir, const
     const std::string label_path = find_input(src_dir, {prefix + "-labels-idx1-ubyte"});
     IdxArray images = read_idx(image_path);
     IdxArray labels = read_idx(label_path);
-    UEL_CHECK_DATA(
-        images.dims.size() == 3, "'{}' should be a 3-d image array [N,H,W]", image_path);
+    UEL_CHECK_DATA(images.dims.size() == 3, "'{}' should be a 3-d image array [N,H,W]", image_path);
     UEL_CHECK_DATA(labels.dims.size() == 1, "'{}' should be a 1-d label array", label_path);
     UEL_CHECK_DATA(
         images.dims[0] == labels.dims[0],
@@ -183,11 +197,10 @@ std::vector<std::string> prepare_fashion_mnist(const std::string& src_dir, const
     UEL_CHECK_DATA(images.dims[0] > 0, "'{}' holds no images (empty dataset)", image_path);
     Split s{split, {}, std::vector<int64_t>(labels.values.begin(), labels.values.end())};
     check_labels(s.labels, static_cast<int64_t>(kClassNames.size()), label_path);
-    s.images = at::from_blob(
-                   images.values.data(),
-                   {images.dims[0], images.dims[1], images.dims[2], 1},
-                   at::kByte)
-                   .clone();
+    s.images =
+        at::from_blob(
+            images.values.data(), {images.dims[0], images.dims[1], images.dims[2], 1}, at::kByte)
+            .clone();
     splits.push_back(std::move(s));
   }
   return write_splits(splits, out_dir, "fashion-mnist", kClassNames);
@@ -216,7 +229,10 @@ std::vector<std::string> prepare_cifar(const std::string& src_dir, const std::st
   if (is_cifar10) {
     layout = {
         {"train",
-         {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin",
+         {"data_batch_1.bin",
+          "data_batch_2.bin",
+          "data_batch_3.bin",
+          "data_batch_4.bin",
           "data_batch_5.bin"}},
         {"test", {"test_batch.bin"}}};
   } else {
@@ -295,7 +311,11 @@ std::string prepare_image_list(
         line);
     const fs::path full = fs::path(root) / path;
     UEL_CHECK_DATA(
-        fs::is_regular_file(full), "{}:{}: image '{}' does not exist", list, line_number, full.string());
+        fs::is_regular_file(full),
+        "{}:{}: image '{}' does not exist",
+        list,
+        line_number,
+        full.string());
     entries.emplace_back(full.string(), label);
   }
   UEL_CHECK_DATA(!entries.empty(), "list file '{}' names no images (empty dataset)", list);
@@ -333,8 +353,14 @@ std::string prepare_image_list(
     writer.append(at::stack(images), labels);
   }
   writer.commit();
-  log_info("wrote {} ({} images {}x{}x{}, {} classes)", out_file, writer.size(), resize, resize,
-           channels, class_names.size());
+  log_info(
+      "wrote {} ({} images {}x{}x{}, {} classes)",
+      out_file,
+      writer.size(),
+      resize,
+      resize,
+      channels,
+      class_names.size());
   return out_file;
 }
 

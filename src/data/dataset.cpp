@@ -33,9 +33,7 @@ struct OpenedDataset {
 OpenedDataset open_dataset(const std::string& path) {
   h5::quiet_errors();
   UEL_CHECK_DATA(
-      fs::exists(path),
-      "dataset file '{}' does not exist; create it with `uel prepare ...`",
-      path);
+      fs::exists(path), "dataset file '{}' does not exist; create it with `uel prepare ...`", path);
   UEL_CHECK_DATA(!fs::is_directory(path), "'{}' is a directory, expected an HDF5 file", path);
   OpenedDataset d;
   d.file = Handle(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
@@ -119,8 +117,8 @@ OpenedDataset open_dataset(const std::string& path) {
   d.info.name = h5::has_attribute(file, "name") ? h5::read_string_attribute(file, "name")
                                                 : default_name(path);
   d.info.num_classes = h5::has_attribute(file, "num_classes")
-      ? h5::read_int_attribute(file, "num_classes")
-      : max_label + 1;
+                           ? h5::read_int_attribute(file, "num_classes")
+                           : max_label + 1;
   UEL_CHECK_DATA(
       min_label >= 0 && max_label < d.info.num_classes,
       "'{}' has labels in [{}, {}], outside [0, num_classes={})",
@@ -218,12 +216,16 @@ bool ImageDataset::in_memory() const {
 
 at::Tensor ImageDataset::read(const std::vector<int64_t>& indices) const {
   for (int64_t i : indices) {
-    UEL_CHECK(i >= 0 && i < info_.size, "index {} outside dataset '{}' of size {}", i, info_.path, info_.size);
+    UEL_CHECK(
+        i >= 0 && i < info_.size,
+        "index {} outside dataset '{}' of size {}",
+        i,
+        info_.path,
+        info_.size);
   }
   const int64_t n = static_cast<int64_t>(indices.size());
   if (in_memory()) {
-    return storage_->memory.index_select(
-        0, at::tensor(at::ArrayRef<int64_t>(indices), at::kLong));
+    return storage_->memory.index_select(0, at::tensor(at::ArrayRef<int64_t>(indices), at::kLong));
   }
   std::vector<int64_t> sorted(indices);
   std::sort(sorted.begin(), sorted.end());
@@ -348,9 +350,9 @@ void DatasetWriter::append(const at::Tensor& images, const std::vector<int64_t>&
   at::Tensor contiguous = images.contiguous();
   std::lock_guard<std::recursive_mutex> lock(h5::mutex());
   const hid_t dset = handles_->images.get();
-  const hsize_t new_dims[4] = {hsize_t(size_ + n), hsize_t(height_), hsize_t(width_), hsize_t(channels_)};
-  UEL_CHECK_DATA(
-      H5Dset_extent(dset, new_dims) >= 0, "cannot grow /images: {}", h5::last_error());
+  const hsize_t new_dims[4] = {
+      hsize_t(size_ + n), hsize_t(height_), hsize_t(width_), hsize_t(channels_)};
+  UEL_CHECK_DATA(H5Dset_extent(dset, new_dims) >= 0, "cannot grow /images: {}", h5::last_error());
   Handle file_space(H5Dget_space(dset), H5Sclose);
   const hsize_t start[4] = {hsize_t(size_), 0, 0, 0};
   const hsize_t count[4] = {hsize_t(n), hsize_t(height_), hsize_t(width_), hsize_t(channels_)};
@@ -380,12 +382,13 @@ void DatasetWriter::commit() {
     const hsize_t dims[1] = {hsize_t(size_)};
     Handle space(H5Screate_simple(1, dims, nullptr), H5Sclose);
     Handle labels(
-        H5Dcreate2(file, "labels", H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+        H5Dcreate2(
+            file, "labels", H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
         H5Dclose);
     UEL_CHECK_DATA(
         labels.valid() &&
-            H5Dwrite(labels.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, labels_.data()) >=
-                0,
+            H5Dwrite(
+                labels.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, labels_.data()) >= 0,
         "cannot write /labels to '{}': {}",
         tmp_path_,
         h5::last_error());

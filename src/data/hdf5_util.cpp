@@ -16,11 +16,14 @@ void quiet_errors() {
 
 namespace {
 
-herr_t innermost(unsigned n, const H5E_error2_t* err, void* data) {
-  auto* out = static_cast<std::string*>(data);
-  if (n == 0 && err->desc != nullptr) {
-    *out = err->desc;
+// Collects the outermost and innermost descriptions of the error stack.
+herr_t collect(unsigned n, const H5E_error2_t* err, void* data) {
+  auto* out = static_cast<std::pair<std::string, std::string>*>(data);
+  const std::string desc = err->desc != nullptr ? err->desc : "";
+  if (n == 0) {
+    out->first = desc;
   }
+  out->second = desc;
   return 0;
 }
 
@@ -87,7 +90,8 @@ Handle variable_string_type() {
   return type;
 }
 
-void write_strings(hid_t object, const char* name, const std::vector<std::string>& values, bool scalar) {
+void write_strings(
+    hid_t object, const char* name, const std::vector<std::string>& values, bool scalar) {
   Handle type = variable_string_type();
   const hsize_t dims[1] = {values.size()};
   Handle space(scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, dims, nullptr), H5Sclose);
@@ -108,10 +112,13 @@ void write_strings(hid_t object, const char* name, const std::vector<std::string
 }  // namespace
 
 std::string last_error() {
-  std::string message;
-  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, innermost, &message);
+  std::pair<std::string, std::string> ends;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, collect, &ends);
   H5Eclear2(H5E_DEFAULT);
-  return message.empty() ? "unknown HDF5 error" : message;
+  if (ends.first.empty()) {
+    return "unknown HDF5 error";
+  }
+  return ends.first == ends.second ? ends.first : ends.first + ": " + ends.second;
 }
 
 herr_t Handle::close() {
@@ -159,9 +166,7 @@ void write_string_attribute(hid_t object, const char* name, const std::string& v
 }
 
 void write_string_array_attribute(
-    hid_t object,
-    const char* name,
-    const std::vector<std::string>& values) {
+    hid_t object, const char* name, const std::vector<std::string>& values) {
   write_strings(object, name, values, /*scalar=*/false);
 }
 

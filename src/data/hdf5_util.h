@@ -13,9 +13,9 @@ namespace uel::data::h5 {
 // HDF5 calls are serialised: Debian's build is thread-safe, others may not be.
 std::recursive_mutex& mutex();
 
-// Silences HDF5's own stderr dump; our errors carry its innermost message instead.
+// Silences HDF5's own stderr dump; our errors carry its messages instead.
 void quiet_errors();
-// The innermost message of HDF5's current error stack (then cleared), or "" if none.
+// The outermost and innermost messages of HDF5's current error stack, which is then cleared.
 std::string last_error();
 
 class Handle {
@@ -68,9 +68,7 @@ int64_t read_int_attribute(hid_t object, const char* name);
 
 void write_string_attribute(hid_t object, const char* name, const std::string& value);
 void write_string_array_attribute(
-    hid_t object,
-    const char* name,
-    const std::vector<std::string>& values);
+    hid_t object, const char* name, const std::vector<std::string>& values);
 void write_int_attribute(hid_t object, const char* name, int64_t value);
 
 }  // namespace uel::data::h5

@@ -36,11 +36,7 @@ void jpeg_error_exit(j_common_ptr info) {
 // set on a libjpeg error. Kept free of C++ objects with destructors: libjpeg reports errors by
 // longjmp.
 bool decode_jpeg_raw(
-    std::FILE* file,
-    int channels,
-    at::Tensor* out,
-    char* message,
-    size_t message_size) {
+    std::FILE* file, int channels, at::Tensor* out, char* message, size_t message_size) {
   jpeg_decompress_struct info;
   JpegErrorManager err;
   info.err = jpeg_std_error(&err.base);
@@ -92,8 +88,7 @@ at::Tensor decode_png(const std::string& path, int channels) {
   // Transparent pixels are composed onto black, the libpng default for opaque formats.
   image.format = channels == 1 ? PNG_FORMAT_GRAY : PNG_FORMAT_RGB;
   at::Tensor out = at::empty({image.height, image.width, channels}, at::kByte);
-  const bool ok =
-      png_image_finish_read(&image, nullptr, out.data_ptr<uint8_t>(), 0, nullptr) != 0;
+  const bool ok = png_image_finish_read(&image, nullptr, out.data_ptr<uint8_t>(), 0, nullptr) != 0;
   const std::string message = image.message;
   png_image_free(&image);
   UEL_CHECK_DATA(ok, "cannot decode PNG '{}': {}", path, message);

@@ -71,7 +71,7 @@ void Loader::worker_loop() {
       std::unique_lock<std::mutex> lock(mutex_);
       changed_.wait(lock, [this] {
         return stopping_ || next_to_claim_ >= steps_per_epoch() ||
-            next_to_claim_ < next_to_return_ + options_.prefetch;
+               next_to_claim_ < next_to_return_ + options_.prefetch;
       });
       if (stopping_ || next_to_claim_ >= steps_per_epoch()) {
         return;

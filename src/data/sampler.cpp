@@ -23,8 +23,7 @@ void shuffle(std::vector<int64_t>& v, Rng& rng) {
 
 Sampler::Sampler(int64_t global_batch, int rank, int world)
     : global_batch_(global_batch), rank_(rank), world_(world) {
-  UEL_CHECK_CONFIG(
-      global_batch > 0, "--train.batch_size must be positive, got {}", global_batch);
+  UEL_CHECK_CONFIG(global_batch > 0, "--train.batch_size must be positive, got {}", global_batch);
   UEL_CHECK(world > 0 && rank >= 0 && rank < world, "rank {} of world {}", rank, world);
   UEL_CHECK_CONFIG(
       global_batch % world == 0,
@@ -161,9 +160,7 @@ std::vector<int64_t> ClassBalancedSampler::epoch_order(int64_t epoch) const {
 }
 
 std::vector<int64_t> parse_class_filter(
-    const std::string& spec,
-    int64_t num_classes,
-    const std::string& option) {
+    const std::string& spec, int64_t num_classes, const std::string& option) {
   std::vector<int64_t> classes;
   if (spec.empty() || spec == "all") {
     classes.resize(num_classes);

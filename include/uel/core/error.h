@@ -57,10 +57,7 @@ class CudaError : public Error {
 namespace detail {
 
 std::string format_check_failure(
-    const char* file,
-    int line,
-    const char* expression,
-    const std::string& hint);
+    const char* file, int line, const char* expression, const std::string& hint);
 
 template <class E, class... Args>
 [[noreturn]] void throw_check_failure(
@@ -69,18 +66,18 @@ template <class E, class... Args>
     const char* expression,
     fmt::format_string<Args...> hint,
     Args&&... args) {
-  throw E(format_check_failure(
-      file, line, expression, fmt::format(hint, std::forward<Args>(args)...)));
+  throw E(
+      format_check_failure(file, line, expression, fmt::format(hint, std::forward<Args>(args)...)));
 }
 
 }  // namespace detail
 }  // namespace uel
 
-#define UEL_CHECK_TYPED(ErrorType, cond, ...)                                        \
-  do {                                                                               \
-    if (!(cond)) {                                                                   \
+#define UEL_CHECK_TYPED(ErrorType, cond, ...)                                                \
+  do {                                                                                       \
+    if (!(cond)) {                                                                           \
       ::uel::detail::throw_check_failure<ErrorType>(__FILE__, __LINE__, #cond, __VA_ARGS__); \
-    }                                                                                \
+    }                                                                                        \
   } while (0)
 
 // Internal invariants and API misuse.
@@ -92,35 +89,47 @@ template <class E, class... Args>
 
 // Library return codes. These expand only where used, so a translation unit includes the
 // library header (mpi.h, cuda_runtime.h, nccl.h) itself.
-#define UEL_MPI_CHECK(call, ...)                                                          \
-  do {                                                                                    \
-    const int uel_mpi_rc_ = (call);                                                       \
-    if (uel_mpi_rc_ != MPI_SUCCESS) {                                                     \
-      char uel_mpi_msg_[MPI_MAX_ERROR_STRING];                                            \
-      int uel_mpi_len_ = 0;                                                               \
-      MPI_Error_string(uel_mpi_rc_, uel_mpi_msg_, &uel_mpi_len_);                         \
-      ::uel::detail::throw_check_failure<::uel::CommError>(                               \
-          __FILE__, __LINE__, #call, "{} ({})", std::string(uel_mpi_msg_, uel_mpi_len_),  \
-          fmt::format(__VA_ARGS__));                                                      \
-    }                                                                                     \
+#define UEL_MPI_CHECK(call, ...)                                  \
+  do {                                                            \
+    const int uel_mpi_rc_ = (call);                               \
+    if (uel_mpi_rc_ != MPI_SUCCESS) {                             \
+      char uel_mpi_msg_[MPI_MAX_ERROR_STRING];                    \
+      int uel_mpi_len_ = 0;                                       \
+      MPI_Error_string(uel_mpi_rc_, uel_mpi_msg_, &uel_mpi_len_); \
+      ::uel::detail::throw_check_failure<::uel::CommError>(       \
+          __FILE__,                                               \
+          __LINE__,                                               \
+          #call,                                                  \
+          "{} ({})",                                              \
+          std::string(uel_mpi_msg_, uel_mpi_len_),                \
+          fmt::format(__VA_ARGS__));                              \
+    }                                                             \
   } while (0)
 
-#define UEL_CUDA_CHECK(call, ...)                                                          \
-  do {                                                                                     \
-    const cudaError_t uel_cuda_rc_ = (call);                                               \
-    if (uel_cuda_rc_ != cudaSuccess) {                                                     \
-      ::uel::detail::throw_check_failure<::uel::CudaError>(                                \
-          __FILE__, __LINE__, #call, "{} ({})", cudaGetErrorString(uel_cuda_rc_),         \
-          fmt::format(__VA_ARGS__));                                                       \
-    }                                                                                      \
+#define UEL_CUDA_CHECK(call, ...)                           \
+  do {                                                      \
+    const cudaError_t uel_cuda_rc_ = (call);                \
+    if (uel_cuda_rc_ != cudaSuccess) {                      \
+      ::uel::detail::throw_check_failure<::uel::CudaError>( \
+          __FILE__,                                         \
+          __LINE__,                                         \
+          #call,                                            \
+          "{} ({})",                                        \
+          cudaGetErrorString(uel_cuda_rc_),                 \
+          fmt::format(__VA_ARGS__));                        \
+    }                                                       \
   } while (0)
 
-#define UEL_NCCL_CHECK(call, ...)                                                         \
-  do {                                                                                    \
-    const ncclResult_t uel_nccl_rc_ = (call);                                             \
-    if (uel_nccl_rc_ != ncclSuccess) {                                                    \
-      ::uel::detail::throw_check_failure<::uel::CommError>(                               \
-          __FILE__, __LINE__, #call, "{} ({})", ncclGetErrorString(uel_nccl_rc_),         \
-          fmt::format(__VA_ARGS__));                                                      \
-    }                                                                                     \
+#define UEL_NCCL_CHECK(call, ...)                           \
+  do {                                                      \
+    const ncclResult_t uel_nccl_rc_ = (call);               \
+    if (uel_nccl_rc_ != ncclSuccess) {                      \
+      ::uel::detail::throw_check_failure<::uel::CommError>( \
+          __FILE__,                                         \
+          __LINE__,                                         \
+          #call,                                            \
+          "{} ({})",                                        \
+          ncclGetErrorString(uel_nccl_rc_),                 \
+          fmt::format(__VA_ARGS__));                        \
+    }                                                       \
   } while (0)

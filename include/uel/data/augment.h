@@ -25,11 +25,12 @@ struct AugmentConfig {
   double hue = 0.4;  // in [0, 0.5]
   double grayscale_p = 0.2;
   double flip_p = 0.5;
-  bool rotation = false;  // rotate each view by a random multiple of 90 degrees, with labels
+  bool rotation = false;     // rotate each view by a random multiple of 90 degrees, with labels
   std::vector<double> mean;  // per channel (or one value for all); [0,1] pixel scale
   std::vector<double> std;
 
-  // Throws ConfigError naming the aug.* option at fault.
+  // Throws ConfigError naming the aug.* option at fault; channels = 0 skips the per-channel
+  // checks (the dataset is not open yet).
   void validate(int64_t channels) const;
 };
 
@@ -44,7 +45,7 @@ struct ViewParams {
 };
 
 struct AugmentedViews {
-  at::Tensor images;  // float [n, C, S, S], normalised
+  at::Tensor images;           // float [n, C, S, S], normalised
   at::Tensor rotation_labels;  // int64 [n] (all zero when rotation is off)
 };
 
@@ -59,10 +60,7 @@ class Augmenter {
 
   // images: uint8 [n,H,W,C] on the device to augment on; ids: sample index of each row.
   AugmentedViews train_view(
-      const at::Tensor& images,
-      const std::vector<int64_t>& ids,
-      int64_t epoch,
-      int view) const;
+      const at::Tensor& images, const std::vector<int64_t>& ids, int64_t epoch, int view) const;
   // Applies given parameters (tests pass hand-made ones).
   AugmentedViews apply(const at::Tensor& images, const std::vector<ViewParams>& params) const;
 
@@ -87,8 +85,6 @@ at::Tensor to_grayscale(const at::Tensor& x);  // [n, 1, H, W], ITU-R 601-2 luma
 // Per-channel mean and std of pixels in [0,1] over a strided sample of at most max_images.
 class ImageDataset;
 std::pair<std::vector<double>, std::vector<double>> channel_stats(
-    const ImageDataset& dataset,
-    const std::vector<int64_t>& subset,
-    int64_t max_images = 10000);
+    const ImageDataset& dataset, const std::vector<int64_t>& subset, int64_t max_images = 10000);
 
 }  // namespace uel::data

@@ -18,7 +18,8 @@ IdxArray read_idx(const std::string& path);
 
 // IDX files (train-/t10k-{images-idx3,labels-idx1}-ubyte, gzipped or not) in `src_dir` ->
 // `out_dir`/train.h5 and `out_dir`/test.h5. Returns the written paths.
-std::vector<std::string> prepare_fashion_mnist(const std::string& src_dir, const std::string& out_dir);
+std::vector<std::string> prepare_fashion_mnist(
+    const std::string& src_dir, const std::string& out_dir);
 
 // CIFAR-10 (data_batch_1..5.bin, test_batch.bin) or CIFAR-100 (train.bin, test.bin; fine labels)
 // binary batches in `src_dir` or its cifar-*-batches-bin / cifar-100-binary subfolder.

@@ -24,15 +24,15 @@ namespace uel::data {
 
 struct Batch {
   int64_t epoch = 0;
-  int64_t step = 0;  // within the epoch
-  std::vector<at::Tensor> views;  // num_views x float [b, C, S, S] on the device
-  at::Tensor indices;  // int64 [b], dataset indices
-  at::Tensor labels;  // int64 [b]
+  int64_t step = 0;                         // within the epoch
+  std::vector<at::Tensor> views;            // num_views x float [b, C, S, S] on the device
+  at::Tensor indices;                       // int64 [b], dataset indices
+  at::Tensor labels;                        // int64 [b]
   std::vector<at::Tensor> rotation_labels;  // num_views x int64 [b] when rotation is on
 };
 
 struct LoaderOptions {
-  int workers = 1;  // background threads
+  int workers = 1;   // background threads
   int prefetch = 2;  // batches prepared ahead of the consumer
   int num_views = 2;
   c10::Device device = c10::Device(c10::kCPU);
@@ -78,7 +78,7 @@ class Loader {
   bool stopping_ = false;
   int64_t epoch_ = -1;
   std::shared_ptr<const std::vector<int64_t>> order_;
-  int64_t next_to_claim_ = 0;  // step a worker takes next
+  int64_t next_to_claim_ = 0;   // step a worker takes next
   int64_t next_to_return_ = 0;  // step next() returns next
   std::map<int64_t, Batch> ready_;
   std::map<int64_t, std::exception_ptr> failed_;

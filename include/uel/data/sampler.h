@@ -88,9 +88,7 @@ class ClassBalancedSampler : public Sampler {
 // Parses a class filter such as "0-4" or "0,2,5-7" into sorted class ids within
 // [0, num_classes); "" or "all" selects every class. `option` names the option in errors.
 std::vector<int64_t> parse_class_filter(
-    const std::string& spec,
-    int64_t num_classes,
-    const std::string& option = "data.classes");
+    const std::string& spec, int64_t num_classes, const std::string& option = "data.classes");
 
 // Dataset indices whose label is in `classes` (sorted ascending); an error if none.
 std::vector<int64_t> select_classes(

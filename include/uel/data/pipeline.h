@@ -1,0 +1,45 @@
+#pragma once
+
+// Assembles the training input of one rank from the data options: dataset, class filter,
+// sampler, augmentation (normalisation statistics computed when not given) and loader.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <c10/core/Device.h>
+
+#include "uel/data/augment.h"
+#include "uel/data/dataset.h"
+#include "uel/data/loader.h"
+#include "uel/data/sampler.h"
+
+namespace uel::data {
+
+struct DataConfig {
+  std::string train;  // HDF5 file
+  std::string test;
+  std::string classes = "all";  // class filter, e.g. 0-4
+  int workers = 1;
+  int prefetch = 2;
+  int64_t memory_mb = 4096;  // files with at most this many MB of images are held in memory
+};
+
+struct TrainData {
+  std::shared_ptr<const ImageDataset> dataset;
+  std::vector<int64_t> positions;  // dataset indices selected by the class filter
+  std::shared_ptr<const Augmenter> augmenter;
+  std::unique_ptr<Loader> loader;
+};
+
+TrainData open_train_data(
+    const DataConfig& config,
+    AugmentConfig augment,
+    int64_t global_batch,
+    uint64_t seed,
+    int rank,
+    int world,
+    c10::Device device);
+
+}  // namespace uel::data

@@ -1,0 +1,48 @@
+#include <dlfcn.h>
+#include <link.h>
+
+#include <climits>
+#include <cstdlib>
+#include <string>
+#include <thread>
+
+#include <ATen/Parallel.h>
+
+#include "commands.h"
+#include "uel/core/logging.h"
+
+namespace uel::cli {
+namespace {
+
+int find_blas(dl_phdr_info* info, size_t, void* data) {
+  const std::string name = info->dlpi_name != nullptr ? info->dlpi_name : "";
+  if (name.find("libblas.so") != std::string::npos) {
+    char resolved[PATH_MAX];
+    if (realpath(name.c_str(), resolved) != nullptr) {
+      *static_cast<std::string*>(data) = resolved;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+void configure_compute(int threads, int local_ranks) {
+  if (threads <= 0) {
+    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    threads = std::max(1, cores / std::max(1, local_ranks));
+  }
+  at::set_num_threads(threads);
+  // Debian's LibTorch uses whichever libblas.so.3 is selected; the reference one is ~35x slower.
+  std::string blas;
+  dl_iterate_phdr(find_blas, &blas);
+  if (blas.find("/blas/libblas") != std::string::npos) {
+    log_warn(
+        "the reference BLAS ({}) is active and makes matrix products ~35x slower; "
+        "install OpenBLAS: apt-get install libopenblas0-openmp",
+        blas);
+  }
+}
+
+}  // namespace uel::cli

@@ -1,0 +1,60 @@
+#include "uel/cli/config.h"
+
+namespace uel::cli {
+
+void Config::declare(OptionSet& o) {
+  o.add("data.train", &data.train, "training set (HDF5 from `uel prepare`)");
+  o.add("data.test", &data.test, "test set (HDF5)");
+  o.add("data.classes", &data.classes, "class filter, e.g. 0-4 or 0,2,5-7 (all = every class)");
+  o.add(
+      "data.workers",
+      &data.workers,
+      "background loader threads per rank",
+      OptionSet::positive<int>());
+  o.add("data.prefetch", &data.prefetch, "batches prepared ahead", OptionSet::positive<int>());
+  o.add(
+      "data.memory_mb",
+      &data.memory_mb,
+      "hold datasets up to this size in memory (MB)",
+      OptionSet::non_negative<int64_t>());
+
+  o.add(
+      "aug.size",
+      &aug.size,
+      "output side of the random crop (0 = input height)",
+      OptionSet::non_negative<int64_t>());
+  o.add("aug.crop_scale_min", &aug.crop_scale_min, "RandomResizedCrop smallest area fraction");
+  o.add("aug.crop_scale_max", &aug.crop_scale_max, "RandomResizedCrop largest area fraction");
+  o.add("aug.crop_ratio_min", &aug.crop_ratio_min, "RandomResizedCrop smallest aspect ratio");
+  o.add("aug.crop_ratio_max", &aug.crop_ratio_max, "RandomResizedCrop largest aspect ratio");
+  o.add("aug.brightness", &aug.brightness, "ColorJitter brightness strength");
+  o.add("aug.contrast", &aug.contrast, "ColorJitter contrast strength");
+  o.add("aug.saturation", &aug.saturation, "ColorJitter saturation strength (RGB only)");
+  o.add("aug.hue", &aug.hue, "ColorJitter hue strength, <= 0.5 (RGB only)");
+  o.add("aug.grayscale_p", &aug.grayscale_p, "RandomGrayscale probability (RGB only)");
+  o.add("aug.flip_p", &aug.flip_p, "horizontal flip probability");
+  o.add("aug.rotation", &aug.rotation, "rotate views by random quarter turns (labels for UDML)");
+  o.add("aug.mean", &aug.mean, "per-channel mean on [0,1] pixels (empty = from the training set)");
+  o.add("aug.std", &aug.std, "per-channel std on [0,1] pixels (empty = from the training set)");
+
+  o.add(
+      "train.batch_size",
+      &train.batch_size,
+      "global batch in instances (each gives two views)",
+      OptionSet::positive<int64_t>());
+  o.add("train.seed", &train.seed, "seed of every random stream");
+  o.add(
+      "train.threads",
+      &train.threads,
+      "LibTorch threads per rank (0 = cores / local ranks)",
+      OptionSet::non_negative<int>());
+
+  o.add("bench.steps", &bench.steps, "timed steps", OptionSet::positive<int64_t>());
+  o.add("bench.warmup", &bench.warmup, "untimed steps first", OptionSet::non_negative<int64_t>());
+}
+
+void Config::validate() const {
+  aug.validate(/*channels=*/0);
+}
+
+}  // namespace uel::cli

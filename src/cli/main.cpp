@@ -1,0 +1,67 @@
+// The `uel` executable: one binary, git-like subcommands (DESIGN.md §1).
+
+#include <cstdio>
+#include <exception>
+#include <functional>
+#include <map>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "commands.h"
+#include "uel/core/error.h"
+#include "uel/core/logging.h"
+#include "uel/core/version.h"
+
+namespace {
+
+struct Command {
+  std::function<int(const uel::cli::Args&)> run;
+  const char* summary;
+};
+
+const std::map<std::string, Command>& commands() {
+  static const std::map<std::string, Command> table = {
+      {"prepare", {uel::cli::run_prepare, "convert fashion-mnist | cifar10 | image-list to HDF5"}},
+      {"info", {uel::cli::run_info, "describe a dataset file"}},
+      {"bench", {uel::cli::run_bench, "benchmarks: loader"}},
+  };
+  return table;
+}
+
+std::string usage() {
+  std::string out =
+      "usage: uel <command> [options]   (uel <command> --help for its options)\n\ncommands:\n";
+  for (const auto& [name, command] : commands()) {
+    out += fmt::format("  {:<10} {}\n", name, command.summary);
+  }
+  return out + fmt::format("\n{}\n", uel::version_string());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string first = argc > 1 ? argv[1] : "";
+  if (first.empty() || first == "--help" || first == "-h" || first == "help") {
+    std::fputs(usage().c_str(), argc > 1 ? stdout : stderr);
+    return argc > 1 ? 0 : 2;
+  }
+  if (first == "--version" || first == "version") {
+    std::printf("uel %s\n", uel::version_string().c_str());
+    return 0;
+  }
+  const auto it = commands().find(first);
+  if (it == commands().end()) {
+    uel::log_error("unknown command '{}'; `uel --help` lists the commands", first);
+    return 2;
+  }
+  try {
+    return it->second.run(uel::cli::Args(argv + 2, argv + argc));
+  } catch (const uel::Error& e) {
+    uel::log_error("{}", e.what());
+    return e.exit_code();
+  } catch (const std::exception& e) {
+    uel::log_error("unexpected failure: {}", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,51 @@
+#include "uel/data/pipeline.h"
+
+#include <fmt/ranges.h>
+
+#include "uel/core/error.h"
+#include "uel/core/logging.h"
+
+namespace uel::data {
+
+TrainData open_train_data(
+    const DataConfig& config,
+    AugmentConfig augment,
+    int64_t global_batch,
+    uint64_t seed,
+    int rank,
+    int world,
+    c10::Device device) {
+  UEL_CHECK_CONFIG(
+      !config.train.empty(), "--data.train is not set; point it at a prepared HDF5 file");
+  TrainData out;
+  auto dataset = std::make_shared<ImageDataset>(config.train, config.memory_mb << 20);
+  const DatasetInfo& info = dataset->info();
+  out.positions = select_classes(
+      dataset->labels(), parse_class_filter(config.classes, info.num_classes), config.train);
+  if (augment.mean.empty() || augment.std.empty()) {
+    auto [mean, std] = channel_stats(*dataset, out.positions);
+    if (augment.mean.empty())
+      augment.mean = mean;
+    if (augment.std.empty())
+      augment.std = std;
+    log_info(
+        "normalising with mean {:.4f} and std {:.4f} measured on {}",
+        fmt::join(augment.mean, ","),
+        fmt::join(augment.std, ","),
+        config.train);
+  }
+  augment.validate(info.channels);
+  auto sampler = std::make_shared<DistributedSampler>(
+      static_cast<int64_t>(out.positions.size()), global_batch, rank, world, seed);
+  out.augmenter = std::make_shared<Augmenter>(std::move(augment), seed);
+  out.dataset = dataset;
+  LoaderOptions options;
+  options.workers = config.workers;
+  options.prefetch = config.prefetch;
+  options.device = device;
+  out.loader =
+      std::make_unique<Loader>(out.dataset, out.positions, sampler, out.augmenter, options);
+  return out;
+}
+
+}  // namespace uel::data

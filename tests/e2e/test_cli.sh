@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# End to end through the real `uel` binary: Fashion-MNIST conversion checked with h5py, and
+# bad input answered with a clear message and the right non-zero exit status, never a crash.
+# usage: test_cli.sh UEL_BINARY
+set -euo pipefail
+uel=$1
+fmnist=/usr/share/datasets/fashion-mnist
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+failures=0
+passed=0
+
+check() {  # check NAME CONDITION...
+  local name=$1
+  shift
+  if "$@"; then
+    passed=$((passed + 1))
+  else
+    echo "FAIL: $name" >&2
+    failures=$((failures + 1))
+  fi
+}
+
+# expect_exit NAME CODE NEEDLE COMMAND...: exit status CODE and NEEDLE in the output.
+expect_exit() {
+  local name=$1 code=$2 needle=$3
+  shift 3
+  local out rc=0
+  out=$("$@" 2>&1) || rc=$?
+  if [[ $rc != "$code" ]] || ! grep -qF -- "$needle" <<<"$out"; then
+    echo "FAIL: $name: exit $rc (want $code), output:" >&2
+    echo "$out" | tail -5 >&2
+    failures=$((failures + 1))
+  else
+    passed=$((passed + 1))
+  fi
+}
+
+# --- the real data set ---------------------------------------------------------------------
+"$uel" prepare fashion-mnist --src "$fmnist" --out "$tmp/fm" >/dev/null
+check "h5py reads train/test with the right shapes and 6000 per class" /usr/bin/python3 - "$tmp/fm" <<'PY'
+import sys, h5py, numpy as np
+root = sys.argv[1]
+for split, n in (("train", 60000), ("test", 10000)):
+    with h5py.File(f"{root}/{split}.h5", "r") as f:
+        assert f["images"].shape == (n, 28, 28, 1), f["images"].shape
+        assert f["images"].dtype == np.uint8 and f["images"].chunks is not None
+        assert f["labels"].dtype == np.int64 and f["labels"].shape == (n,)
+        counts = np.bincount(f["labels"][:], minlength=10)
+        assert (counts == n // 10).all(), counts
+        assert f.attrs["num_classes"] == 10 and f.attrs["name"] == "fashion-mnist"
+        assert list(f.attrs["class_names"])[9] == "Ankle boot"
+        # The first training image of the IDX file is an ankle boot (label 9).
+        if split == "train":
+            assert f["labels"][0] == 9 and f["images"][0].max() == 255
+PY
+info=$("$uel" info "$tmp/fm/train.h5")
+check "uel info describes the file" grep -q "images: 60000 x 28x28x1 uint8" <<<"$info"
+check "uel info counts classes" grep -qE "9 Ankle boot +6000" <<<"$info"
+bench=$("$uel" bench loader --data.train="$tmp/fm/train.h5" --bench.steps=3 --bench.warmup=1)
+check "bench loader prints a JSON line" grep -q '"bench": "loader"' <<<"$bench"
+check "uel --version names the git sha" bash -c "'$uel' --version | grep -q 'git '"
+
+# --- bad input -------------------------------------------------------------------------------
+sum_before=$(md5sum "$tmp/fm/train.h5" "$tmp/fm/test.h5")
+mkdir -p "$tmp/bad"
+cp "$fmnist"/* "$tmp/bad/"
+gzip -dc "$fmnist/t10k-images-idx3-ubyte.gz" >"$tmp/full"
+head -c 100000 "$tmp/full" >"$tmp/bad/t10k-images-idx3-ubyte"
+rm "$tmp/bad/t10k-images-idx3-ubyte.gz"
+expect_exit "truncated IDX" 3 "truncated or corrupt file" \
+  "$uel" prepare fashion-mnist --src "$tmp/bad" --out "$tmp/fm"
+printf 'garbage!' | gzip >"$tmp/bad/t10k-images-idx3-ubyte.gz"
+rm "$tmp/bad/t10k-images-idx3-ubyte"
+expect_exit "wrong IDX magic" 3 "not an IDX file" \
+  "$uel" prepare fashion-mnist --src "$tmp/bad" --out "$tmp/fm"
+check "failed prepares left the earlier output untouched" \
+  bash -c "[[ \"\$(md5sum '$tmp/fm/train.h5' '$tmp/fm/test.h5')\" == '$sum_before' ]]"
+check "no temporary file left behind" bash -c "! ls '$tmp/fm' | grep -q tmp"
+expect_exit "missing source folder" 3 "is not a folder" \
+  "$uel" prepare fashion-mnist --src "$tmp/nowhere" --out "$tmp/x"
+expect_exit "missing dataset file" 3 "does not exist" "$uel" info "$tmp/none.h5"
+head -c 5000 "$tmp/fm/test.h5" >"$tmp/cut.h5"
+expect_exit "truncated HDF5" 3 "cut.h5" "$uel" info "$tmp/cut.h5"
+echo "not hdf5" >"$tmp/junk.h5"
+expect_exit "corrupt HDF5" 3 "not a readable HDF5 file" "$uel" info "$tmp/junk.h5"
+printf '[train]\nbatch_sise = 64\n' >"$tmp/typo.ini"
+expect_exit "unknown config key" 2 "did you mean 'train.batch_size'?" \
+  "$uel" bench loader --config "$tmp/typo.ini"
+expect_exit "negative batch size" 2 "--train.batch_size must be positive, got -4" \
+  "$uel" bench loader --data.train="$tmp/fm/test.h5" --train.batch_size=-4
+expect_exit "non-numeric value" 2 "expected integer" \
+  "$uel" bench loader --train.batch_size=many
+expect_exit "class filter outside the classes" 2 "outside the dataset's classes 0-9" \
+  "$uel" bench loader --data.train="$tmp/fm/test.h5" --data.classes=12
+mkdir -p "$tmp/imgs"
+printf '# nothing listed\n' >"$tmp/empty.txt"
+expect_exit "empty image list" 3 "empty dataset" \
+  "$uel" prepare image-list --root "$tmp/imgs" --list "$tmp/empty.txt" --out "$tmp/e.h5"
+expect_exit "unknown command" 2 "unknown command 'trian'" "$uel" trian
+expect_exit "unknown format" 2 "unknown format 'mnist'" "$uel" prepare mnist --src x --out y
+
+echo "e2e_cli: $passed passed, $failures failed"
+((failures == 0))

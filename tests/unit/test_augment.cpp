@@ -1,0 +1,168 @@
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+#include "uel/core/error.h"
+#include "uel/data/augment.h"
+#include "uel/data/loader.h"
+
+namespace uel::data {
+namespace {
+
+AugmentConfig plain_config() {
+  AugmentConfig c;
+  c.mean = {0.0};
+  c.std = {1.0};
+  return c;
+}
+
+// A full-image crop with nothing else: the identity view.
+ViewParams identity_params(int64_t h, int64_t w) {
+  ViewParams p;
+  p.crop_height = h;
+  p.crop_width = w;
+  return p;
+}
+
+at::Tensor random_images(int64_t n, int64_t h, int64_t w, int64_t c) {
+  return at::randint(0, 256, {n, h, w, c}, at::TensorOptions().dtype(at::kByte));
+}
+
+at::Tensor as_float(const at::Tensor& images) {
+  return images.permute({0, 3, 1, 2}).to(at::kFloat) / 255.0;
+}
+
+TEST(Augment, IdentityCropReproducesTheImage) {
+  Augmenter aug(plain_config(), 0);
+  at::Tensor x = random_images(3, 8, 8, 3);
+  auto out = aug.apply(x, std::vector<ViewParams>(3, identity_params(8, 8)));
+  EXPECT_TRUE(at::allclose(out.images, as_float(x), 0, 1e-5));
+}
+
+TEST(Augment, CropToOutputSizeCopiesTheWindowExactly) {
+  AugmentConfig c = plain_config();
+  c.size = 4;
+  Augmenter aug(c, 0);
+  at::Tensor x = random_images(2, 10, 9, 1);
+  ViewParams p = identity_params(4, 4);
+  p.crop_top = 3;
+  p.crop_left = 5;
+  auto out = aug.apply(x, {p, p});
+  at::Tensor window = as_float(x).slice(2, 3, 7).slice(3, 5, 9);
+  EXPECT_TRUE(at::allclose(out.images, window, 0, 1e-5));
+}
+
+TEST(Augment, FlipAndRotationMatchTorch) {
+  Augmenter aug(plain_config(), 0);
+  at::Tensor x = random_images(1, 6, 6, 1);
+  ViewParams flip = identity_params(6, 6);
+  flip.flip = true;
+  EXPECT_TRUE(at::allclose(aug.apply(x, {flip}).images, as_float(x).flip({3}), 0, 1e-5));
+  for (int k = 1; k < 4; ++k) {
+    ViewParams rot = identity_params(6, 6);
+    rot.rotation = k;
+    rot.flip = true;
+    auto out = aug.apply(x, {rot});
+    // rot90 (counter-clockwise, dims H->W) of the flipped view.
+    EXPECT_TRUE(at::allclose(out.images, at::rot90(as_float(x).flip({3}), k, {2, 3}), 0, 1e-5))
+        << k;
+    EXPECT_EQ(out.rotation_labels[0].item<int64_t>(), k);
+  }
+}
+
+TEST(Augment, ColorOperationsFollowTheirDefinitions) {
+  at::Tensor x = at::rand({2, 3, 4, 4});
+  at::Tensor f = at::tensor({0.5f, 1.5f});
+  EXPECT_TRUE(at::allclose(adjust_brightness(x, f), (x * f.view({2, 1, 1, 1})).clamp(0, 1)));
+  at::Tensor gray = 0.299 * x.select(1, 0) + 0.587 * x.select(1, 1) + 0.114 * x.select(1, 2);
+  EXPECT_TRUE(at::allclose(to_grayscale(x).squeeze(1), gray));
+  at::Tensor mean = gray.mean({1, 2}).view({2, 1, 1, 1});
+  at::Tensor fv = f.view({2, 1, 1, 1});
+  EXPECT_TRUE(
+      at::allclose(adjust_contrast(x, f), (fv * x + (1 - fv) * mean).clamp(0, 1), 1e-5, 1e-6));
+  EXPECT_TRUE(at::allclose(
+      adjust_saturation(x, f), (fv * x + (1 - fv) * gray.unsqueeze(1)).clamp(0, 1), 1e-5, 1e-6));
+  // Hue: a zero shift is the identity; a third of a turn maps red to green and green to blue.
+  EXPECT_TRUE(at::allclose(adjust_hue(x, at::zeros({2})), x, 1e-5, 1e-5));
+  at::Tensor red = at::zeros({1, 3, 1, 2});
+  red.select(1, 0).fill_(0.8);
+  at::Tensor shifted = adjust_hue(red, at::tensor({1.0f / 3}));
+  EXPECT_TRUE(
+      at::allclose(shifted.flatten(), at::tensor({0.f, 0.f, 0.8f, 0.8f, 0.f, 0.f}), 1e-5, 1e-5));
+  // One channel: saturation and hue change nothing.
+  at::Tensor g = at::rand({2, 1, 3, 3});
+  EXPECT_TRUE(at::equal(adjust_saturation(g, f), g));
+  EXPECT_TRUE(at::equal(adjust_hue(g, f), g));
+}
+
+TEST(Augment, NormalizeUsesPerChannelStatistics) {
+  AugmentConfig c;
+  c.mean = {0.5, 0.25, 0.0};
+  c.std = {0.5, 0.25, 2.0};
+  Augmenter aug(c, 0);
+  at::Tensor x = random_images(2, 3, 3, 3);
+  at::Tensor expected = as_float(x);
+  expected.select(1, 0).sub_(0.5).div_(0.5);
+  expected.select(1, 1).sub_(0.25).div_(0.25);
+  expected.select(1, 2).div_(2.0);
+  EXPECT_TRUE(at::allclose(aug.eval_view(x), expected, 1e-5, 1e-6));
+}
+
+TEST(Augment, DrawsFollowTheConfiguredRanges) {
+  AugmentConfig c = plain_config();
+  c.rotation = true;
+  Augmenter aug(c, 5);
+  int flips = 0, grays = 0;
+  std::vector<int> rotations(4, 0);
+  for (int64_t id = 0; id < 2000; ++id) {
+    ViewParams p = aug.draw(32, 32, 0, id, 0);
+    const double area = double(p.crop_height * p.crop_width) / (32 * 32);
+    const double ratio = double(p.crop_width) / p.crop_height;
+    EXPECT_GE(area, 0.2 - 0.05);  // rounding of the side lengths
+    EXPECT_LE(area, 1.0);
+    EXPECT_GE(ratio, 3.0 / 4 - 0.1);
+    EXPECT_LE(ratio, 4.0 / 3 + 0.1);
+    EXPECT_GE(p.crop_top, 0);
+    EXPECT_LE(p.crop_top + p.crop_height, 32);
+    EXPECT_LE(p.crop_left + p.crop_width, 32);
+    EXPECT_GE(p.brightness, 0.6);
+    EXPECT_LE(p.brightness, 1.4);
+    EXPECT_LE(std::abs(p.hue), 0.4);
+    flips += p.flip;
+    grays += p.grayscale;
+    ++rotations[p.rotation];
+  }
+  EXPECT_NEAR(flips / 2000.0, 0.5, 0.05);
+  EXPECT_NEAR(grays / 2000.0, 0.2, 0.04);
+  for (int r : rotations)
+    EXPECT_NEAR(r / 2000.0, 0.25, 0.05);
+}
+
+TEST(Augment, ViewsAreKeyedBySampleNotByBatch) {
+  AugmentConfig c = plain_config();
+  Augmenter aug(c, 11);
+  at::Tensor x = random_images(3, 12, 12, 3);
+  // Sample 42 alone and inside a batch in another position: the same view.
+  auto alone = aug.train_view(x.slice(0, 1, 2), {42}, 3, 0).images;
+  auto batch = aug.train_view(x, {7, 42, 9}, 3, 0).images;
+  EXPECT_TRUE(at::equal(alone[0], batch[1]));
+  // Another view, epoch or seed changes it.
+  EXPECT_FALSE(at::equal(alone, aug.train_view(x.slice(0, 1, 2), {42}, 3, 1).images));
+  EXPECT_FALSE(at::equal(alone, aug.train_view(x.slice(0, 1, 2), {42}, 4, 0).images));
+  EXPECT_FALSE(at::equal(alone, Augmenter(c, 12).train_view(x.slice(0, 1, 2), {42}, 3, 0).images));
+}
+
+TEST(Augment, ValidateNamesTheOption) {
+  AugmentConfig c = plain_config();
+  c.hue = 0.7;
+  EXPECT_THROW_WITH(c.validate(3), ConfigError, "--aug.hue");
+  c = plain_config();
+  c.crop_scale_min = 0;
+  EXPECT_THROW_WITH(c.validate(3), ConfigError, "--aug.crop_scale_min");
+  c = plain_config();
+  c.mean = {0.1, 0.2};
+  EXPECT_THROW_WITH(c.validate(3), ConfigError, "1 or 3 values");
+}
+
+}  // namespace
+}  // namespace uel::data

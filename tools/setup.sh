@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs everything uel needs on Debian 12: idempotent, as root or through sudo.
+set -euo pipefail
+
+packages=(
+  build-essential cmake git pkg-config clang-format
+  libtorch-dev libopenblas0-openmp
+  libopenmpi-dev openmpi-bin
+  libhdf5-dev hdf5-tools
+  libboost-program-options-dev libfmt-dev libgtest-dev libgmock-dev
+  zlib1g-dev libpng-dev libjpeg62-turbo-dev
+  dataset-fashion-mnist
+  python3 python3-h5py python3-numpy
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+
+sudo=()
+if [[ $(id -u) != 0 ]]; then
+  command -v sudo >/dev/null || { echo "setup: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+  sudo=(sudo)
+fi
+echo "setup: installing ${missing[*]}"
+"${sudo[@]}" apt-get update -qq
+DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
