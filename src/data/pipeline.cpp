@@ -36,7 +36,13 @@ TrainData open_train_data(
   }
   augment.validate(info.channels);
   auto sampler = std::make_shared<DistributedSampler>(
-      static_cast<int64_t>(out.positions.size()), global_batch, rank, world, seed);
+      static_cast<int64_t>(out.positions.size()),
+      global_batch,
+      rank,
+      world,
+      seed,
+      /*shuffle=*/true,
+      config.drop_last ? TailPolicy::kDrop : TailPolicy::kPad);
   out.augmenter = std::make_shared<Augmenter>(std::move(augment), seed);
   out.dataset = dataset;
   LoaderOptions options;

@@ -1,3 +1,5 @@
+#include <unistd.h>
+
 #include <cmath>
 #include <set>
 
@@ -5,6 +7,7 @@
 
 #include "test_util.h"
 #include "uel/core/error.h"
+#include "uel/core/logging.h"
 #include "uel/core/rng.h"
 #include "uel/core/shard.h"
 
@@ -108,6 +111,27 @@ TEST(Rng, UniformAndBelowAreInRangeAndBalanced) {
     chi2 += std::pow(c - kDraws / 6.0, 2) / (kDraws / 6.0);
   }
   EXPECT_LT(chi2, 20.5);
+}
+
+TEST(Logging, RankZeroTalksEveryRankReportsErrors) {
+  set_log_rank(1);
+  testing::internal::CaptureStdout();
+  testing::internal::CaptureStderr();
+  log_info("progress {}", 1);
+  log_warn("careful");
+  log_error("disk {} is full", "/x");
+  const std::string out = testing::internal::GetCapturedStdout();
+  const std::string err = testing::internal::GetCapturedStderr();
+  set_log_rank(0);
+  EXPECT_EQ(out, "");
+  EXPECT_EQ(err.find("careful"), std::string::npos);
+  EXPECT_NE(err.find("error: disk /x is full"), std::string::npos) << err;
+  // host:pid:rank
+  EXPECT_NE(err.find(":" + std::to_string(getpid()) + ":1]"), std::string::npos) << err;
+
+  testing::internal::CaptureStdout();
+  log_info("progress {}", 2);
+  EXPECT_NE(testing::internal::GetCapturedStdout().find("progress 2"), std::string::npos);
 }
 
 }  // namespace

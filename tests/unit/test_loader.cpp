@@ -1,3 +1,5 @@
+#include <set>
+
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -58,6 +60,22 @@ TEST(Loader, BatchesHaveViewsIndicesAndLabels) {
   EXPECT_EQ(std::unique(seen.begin(), seen.end()), seen.end());
   // Normalisation statistics were measured on the data: every image is a constant 5*i.
   EXPECT_NEAR(data.augmenter->config().mean[0], 5.0 * 18 / 255, 1e-6);
+}
+
+TEST(Loader, PadsTheLastBatchWhenAsked) {
+  test::ScratchDir dir;
+  DataConfig config = data_config(make_dataset(dir));
+  config.drop_last = false;
+  TrainData data = open_train_data(config, AugmentConfig{}, 8, 1, 0, 1, c10::kCPU);
+  EXPECT_EQ(data.loader->steps_per_epoch(), 5);  // ceil(37 / 8)
+  data.loader->start_epoch(0);
+  std::set<int64_t> seen;
+  while (auto batch = data.loader->next()) {
+    EXPECT_EQ(batch->indices.size(0), 8);
+    for (int64_t k = 0; k < 8; ++k)
+      seen.insert(batch->indices[k].item<int64_t>());
+  }
+  EXPECT_EQ(seen.size(), 37u);  // every item, three of them twice
 }
 
 TEST(Loader, RanksSplitTheSameViewsAsOneRank) {

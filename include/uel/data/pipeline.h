@@ -24,6 +24,7 @@ struct DataConfig {
   int workers = 1;
   int prefetch = 2;
   int64_t memory_mb = 4096;  // files with at most this many MB of images are held in memory
+  bool drop_last = true;     // false: pad the last batch with items from the epoch's start
 };
 
 struct TrainData {
