@@ -4,7 +4,11 @@ include(CMakePackageConfigHelpers)
 
 install(DIRECTORY include/uel DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(TARGETS uel RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
-install(TARGETS ${UEL_LIBRARIES} uel_options uel_torch
+set(UEL_EXPORTED ${UEL_LIBRARIES} uel_options uel_torch)
+if(TARGET uel_nccl)
+  list(APPEND UEL_EXPORTED uel_nccl)
+endif()
+install(TARGETS ${UEL_EXPORTED}
   EXPORT uelTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}

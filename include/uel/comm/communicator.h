@@ -1,0 +1,116 @@
+#pragma once
+
+// Collectives over the ranks of a job (DESIGN.md §3). Backends: MpiCommunicator (CPU tensors;
+// CUDA tensors are staged through host memory), NcclCommunicator (CUDA tensors) and
+// LocalCommunicator (world size 1). Losses, samplers and trainers talk only to this interface.
+//
+// Every rank must call the same collectives in the same order with matching shapes; a
+// communicator serves one thread at a time (use split() to get an independent one for another
+// thread, as GradSync does).
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+namespace uel::comm {
+
+enum class ReduceOp { kSum, kAvg, kMax, kMin };
+
+enum class Op { kAllReduce, kAllGather, kAllGatherV, kBroadcast, kReduceScatter, kAllToAllV, kBarrier };
+constexpr int kNumOps = 7;
+const char* op_name(Op op);
+
+struct OpStats {
+  int64_t calls = 0;
+  int64_t bytes = 0;  // bytes of the tensors handed to the op by this rank
+  double seconds = 0;  // host time inside the op (for NCCL: to enqueue and, if waited, finish)
+};
+
+struct CommStats {
+  std::array<OpStats, kNumOps> ops{};
+  int64_t total_bytes() const;
+  double total_seconds() const;
+};
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual std::string backend() const = 0;
+
+  // In place. kAvg divides the sum by size(); integer tensors support sum, max and min.
+  virtual void all_reduce(at::Tensor& tensor, ReduceOp op) = 0;
+  // Concatenates every rank's tensor along dim 0; all ranks pass the same shape.
+  virtual at::Tensor all_gather(const at::Tensor& tensor) = 0;
+  // As all_gather, but the first dimension may differ between ranks (also be 0).
+  virtual at::Tensor all_gather_v(const at::Tensor& tensor) = 0;
+  virtual void broadcast(at::Tensor& tensor, int root) = 0;
+  // tensor: [size() * n, ...] on every rank; returns block rank() ([n, ...]) of the reduction.
+  virtual at::Tensor reduce_scatter(const at::Tensor& tensor, ReduceOp op) = 0;
+  // Sends rows [offset_s, offset_s + send_counts[s]) of tensor to rank s (offsets are running
+  // sums); returns the rows received, ordered by source rank.
+  virtual at::Tensor all_to_all_v(const at::Tensor& tensor, const std::vector<int64_t>& send_counts) = 0;
+  virtual void barrier() = 0;
+
+  // An independent communicator over the same ranks (collective: every rank calls it).
+  virtual std::unique_ptr<Communicator> split() = 0;
+
+  double all_reduce_scalar(double value, ReduceOp op);
+
+  CommStats stats() const;
+  void reset_stats();
+
+ protected:
+  // Backends time and count every op through this.
+  class Timed {
+   public:
+    Timed(Communicator* comm, Op op, int64_t bytes);
+    ~Timed();
+
+   private:
+    Communicator* comm_;
+    Op op_;
+    int64_t bytes_;
+    double start_;
+    uint64_t watchdog_token_;
+  };
+
+  // Checks shared by every backend; each names the op and the backend.
+  void check_tensor(const at::Tensor& tensor, Op op) const;
+  void check_reduce(const at::Tensor& tensor, ReduceOp reduce, Op op) const;
+
+ private:
+  mutable std::mutex stats_mutex_;
+  CommStats stats_;
+};
+
+// World size 1: every collective is the identity (on a copy where it returns a new tensor).
+class LocalCommunicator : public Communicator {
+ public:
+  int rank() const override {
+    return 0;
+  }
+  int size() const override {
+    return 1;
+  }
+  std::string backend() const override {
+    return "local";
+  }
+  void all_reduce(at::Tensor& tensor, ReduceOp op) override;
+  at::Tensor all_gather(const at::Tensor& tensor) override;
+  at::Tensor all_gather_v(const at::Tensor& tensor) override;
+  void broadcast(at::Tensor& tensor, int root) override;
+  at::Tensor reduce_scatter(const at::Tensor& tensor, ReduceOp op) override;
+  at::Tensor all_to_all_v(const at::Tensor& tensor, const std::vector<int64_t>& send_counts) override;
+  void barrier() override;
+  std::unique_ptr<Communicator> split() override;
+};
+
+}  // namespace uel::comm

@@ -1,0 +1,106 @@
+#pragma once
+
+// Data-parallel gradient synchronisation, as PyTorch's DDP does it: parameters and buffers are
+// broadcast from rank 0 at construction; gradients are packed into buckets (reverse
+// registration order, a small first bucket so communication starts early), and each bucket is
+// all-reduced (average) on a dedicated thread and communicator as soon as its last gradient is
+// produced during backward, overlapping the rest of backward. Buckets launch in index order on
+// every rank (a mismatched order would hang or mix data).
+
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "uel/comm/communicator.h"
+
+namespace uel::comm {
+
+struct GradSyncOptions {
+  double bucket_mb = 25;
+  double first_bucket_mb = 1;
+  // Parameters without a gradient in a step count as zero instead of being an error.
+  bool allow_unused = false;
+};
+
+class GradSync {
+ public:
+  GradSync(
+      std::vector<std::pair<std::string, at::Tensor>> named_parameters,
+      std::vector<at::Tensor> buffers,
+      Communicator& comm,
+      GradSyncOptions options = {});
+  ~GradSync();
+  GradSync(const GradSync&) = delete;
+  GradSync& operator=(const GradSync&) = delete;
+
+  // After backward(): waits for every bucket and leaves the rank-averaged gradient in .grad.
+  void finish();
+
+  // While alive, backward passes only accumulate locally (gradient accumulation); the next
+  // synchronised backward + finish() averages the accumulated sum.
+  class NoSync {
+   public:
+    explicit NoSync(GradSync* sync) : sync_(sync) {
+      sync_->no_sync_ = true;
+    }
+    ~NoSync() {
+      sync_->no_sync_ = false;
+    }
+    NoSync(const NoSync&) = delete;
+    NoSync& operator=(const NoSync&) = delete;
+
+   private:
+    GradSync* sync_;
+  };
+  NoSync no_sync() {
+    return NoSync(this);
+  }
+
+  // Parameter indices of each bucket, in launch order (for tests and logs).
+  std::vector<std::vector<size_t>> bucket_layout() const;
+
+ private:
+  struct Bucket {
+    at::Tensor flat;
+    std::vector<size_t> params;
+    int64_t pending = 0;  // gradients still to arrive this step
+    bool ready = false;  // all gradients in, may launch
+    bool reduced = false;
+  };
+  struct Slot {
+    std::string name;
+    at::Tensor param;
+    size_t bucket = 0;
+    at::Tensor view;  // the parameter's gradient inside its bucket
+    bool arrived = false;
+    unsigned hook = 0;
+  };
+
+  void on_gradient(size_t index, const at::Tensor& grad);
+  void mark_arrived(size_t index);
+  void worker_loop();
+  void reset_step();
+
+  std::vector<Slot> slots_;
+  std::vector<Bucket> buckets_;
+  std::unique_ptr<Communicator> comm_;  // this object's own: it is used from worker_
+  GradSyncOptions options_;
+  bool no_sync_ = false;
+
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  size_t next_launch_ = 0;
+  bool stopping_ = false;
+  std::exception_ptr failure_;
+  std::thread worker_;
+};
+
+}  // namespace uel::comm

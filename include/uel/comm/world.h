@@ -1,0 +1,44 @@
+#pragma once
+
+// The job's processes: MPI bootstrap (mpirun, srun --mpi=pmix, or alone as world size 1), the
+// node-local rank that picks the GPU, and the fail-fast path that takes the whole job down.
+
+#include <memory>
+#include <string>
+
+#include <c10/core/Device.h>
+#include <mpi.h>
+
+#include "uel/comm/communicator.h"
+
+namespace uel::comm {
+
+struct WorldInfo {
+  int rank = 0;
+  int size = 1;
+  int local_rank = 0;  // rank among the processes on this node
+  int local_size = 1;
+};
+
+// Initialises MPI once (MPI_THREAD_MULTIPLE) and points logging at this rank. Idempotent.
+const WorldInfo& init_world(int* argc, char*** argv);
+bool world_initialized();
+// The initialised world, or size 1 when MPI was never initialised.
+WorldInfo world();
+MPI_Comm world_comm();
+// Finalises MPI if it was initialised here. Idempotent.
+void finalize_world();
+
+// Ends the job because this rank failed: with more than one rank, MPI_Abort (so no peer waits
+// forever in a collective); alone, finalises and returns so the caller exits with `exit_code`.
+void fail_world(int exit_code);
+
+// "auto": cuda:(local_rank mod visible devices) when CUDA is usable, else cpu; or "cpu",
+// "cuda". CUDA_VISIBLE_DEVICES is respected (the runtime numbers the visible devices).
+c10::Device select_device(const std::string& spec);
+
+// "auto": nccl for CUDA devices when built with NCCL, mpi when distributed, else local;
+// or "mpi", "nccl", "local". Collective: every rank calls it.
+std::unique_ptr<Communicator> make_communicator(const std::string& backend, const c10::Device& device);
+
+}  // namespace uel::comm

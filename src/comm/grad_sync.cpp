@@ -1,0 +1,214 @@
+#include "uel/comm/grad_sync.h"
+
+#include <ATen/ATen.h>
+#include <fmt/ranges.h>
+#include <torch/csrc/autograd/variable.h>
+
+#include "uel/core/error.h"
+
+namespace uel::comm {
+
+GradSync::GradSync(
+    std::vector<std::pair<std::string, at::Tensor>> named_parameters,
+    std::vector<at::Tensor> buffers,
+    Communicator& comm,
+    GradSyncOptions options)
+    : options_(options) {
+  UEL_CHECK_CONFIG(
+      options.bucket_mb > 0 && options.first_bucket_mb > 0,
+      "--comm.bucket_mb and --comm.first_bucket_mb must be positive");
+  // Everyone starts from rank 0's weights and buffers.
+  {
+    at::NoGradGuard no_grad;
+    for (auto& [name, p] : named_parameters) {
+      at::Tensor data = p.detach();
+      comm.broadcast(data, 0);
+    }
+    for (auto& b : buffers) {
+      at::Tensor data = b.detach();
+      comm.broadcast(data, 0);
+    }
+  }
+
+  for (auto it = named_parameters.rbegin(); it != named_parameters.rend(); ++it) {
+    if (it->second.requires_grad()) {
+      Slot slot;
+      slot.name = it->first;
+      slot.param = it->second;
+      slots_.push_back(std::move(slot));
+    }
+  }
+  UEL_CHECK(!slots_.empty(), "GradSync needs at least one parameter that requires a gradient");
+  // Reverse registration order approximates the order backward produces gradients in.
+  int64_t bucket_bytes = 0;
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    const at::Tensor& p = slots_[i].param;
+    // The first bucket is small so its all-reduce starts while backward is still young.
+    const double cap = (buckets_.size() == 1 ? options.first_bucket_mb : options.bucket_mb) * (1 << 20);
+    const bool fits = !buckets_.empty() && bucket_bytes + p.nbytes() <= cap &&
+        slots_[buckets_.back().params.front()].param.options().type_equal(p.options()) &&
+        slots_[buckets_.back().params.front()].param.device() == p.device();
+    if (!fits) {
+      buckets_.emplace_back();
+      bucket_bytes = 0;
+    }
+    buckets_.back().params.push_back(i);
+    bucket_bytes += p.nbytes();
+    slots_[i].bucket = buckets_.size() - 1;
+  }
+  for (auto& bucket : buckets_) {
+    int64_t total = 0;
+    for (size_t i : bucket.params) total += slots_[i].param.numel();
+    const at::Tensor& first = slots_[bucket.params.front()].param;
+    bucket.flat = at::zeros({total}, first.options().requires_grad(false));
+    int64_t offset = 0;
+    for (size_t i : bucket.params) {
+      Slot& s = slots_[i];
+      s.view = bucket.flat.narrow(0, offset, s.param.numel()).view(s.param.sizes());
+      offset += s.param.numel();
+    }
+  }
+  reset_step();
+  comm_ = comm.split();
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    slots_[i].hook = slots_[i].param.register_hook([this, i](const at::Tensor& grad) { on_gradient(i, grad); });
+  }
+  worker_ = std::thread([this] { worker_loop(); });
+}
+
+GradSync::~GradSync() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  changed_.notify_all();
+  worker_.join();
+  for (auto& s : slots_) {
+    s.param.remove_hook(s.hook);
+  }
+}
+
+void GradSync::reset_step() {
+  for (auto& s : slots_) s.arrived = false;
+  for (auto& b : buckets_) {
+    b.pending = static_cast<int64_t>(b.params.size());
+    b.ready = false;
+    b.reduced = false;
+  }
+  next_launch_ = 0;
+}
+
+void GradSync::on_gradient(size_t index, const at::Tensor& grad) {
+  if (no_sync_) {
+    return;  // autograd accumulates into .grad as usual
+  }
+  Slot& s = slots_[index];
+  UEL_CHECK(
+      !s.arrived,
+      "parameter '{}' received a second gradient before GradSync::finish(); call finish() after "
+      "every synchronised backward, or accumulate under no_sync()",
+      s.name);
+  UEL_CHECK(!grad.is_sparse(), "parameter '{}' has a sparse gradient; GradSync needs dense ones", s.name);
+  // Gradients accumulated under no_sync() live in .grad; add them so the average covers them.
+  const at::Tensor& existing = s.param.grad();
+  if (existing.defined()) {
+    s.view.copy_(existing + grad);
+  } else {
+    s.view.copy_(grad);
+  }
+  mark_arrived(index);
+}
+
+void GradSync::mark_arrived(size_t index) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Slot& s = slots_[index];
+  s.arrived = true;
+  Bucket& b = buckets_[s.bucket];
+  if (--b.pending == 0) {
+    b.ready = true;
+    changed_.notify_all();
+  }
+}
+
+void GradSync::worker_loop() {
+  while (true) {
+    Bucket* bucket = nullptr;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      changed_.wait(lock, [this] {
+        return stopping_ || (next_launch_ < buckets_.size() && buckets_[next_launch_].ready);
+      });
+      if (stopping_) {
+        return;
+      }
+      bucket = &buckets_[next_launch_];
+    }
+    try {
+      comm_->all_reduce(bucket->flat, ReduceOp::kAvg);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      failure_ = std::current_exception();
+      changed_.notify_all();
+      return;
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    bucket->reduced = true;
+    ++next_launch_;
+    changed_.notify_all();
+  }
+}
+
+void GradSync::finish() {
+  UEL_CHECK(!no_sync_, "GradSync::finish() inside no_sync(); finish after the synchronised backward");
+  std::vector<std::string> missing;
+  std::vector<size_t> missing_index;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (size_t i = 0; i < slots_.size(); ++i) {
+      if (!slots_[i].arrived) {
+        missing.push_back(slots_[i].name);
+        missing_index.push_back(i);
+      }
+    }
+  }
+  if (!missing.empty()) {
+    UEL_CHECK(
+        options_.allow_unused,
+        "parameters [{}] received no gradient in this step; every rank must use every parameter "
+        "(or allow unused parameters, which then count as zero)",
+        fmt::join(missing, ", "));
+    for (size_t i : missing_index) {
+      const at::Tensor& existing = slots_[i].param.grad();
+      if (existing.defined()) {
+        slots_[i].view.copy_(existing);
+      } else {
+        slots_[i].view.zero_();
+      }
+      mark_arrived(i);
+    }
+  }
+  {
+    std::unique_lock<std::mutex> lock(mutex_);
+    changed_.wait(lock, [this] { return failure_ || next_launch_ == buckets_.size(); });
+    if (failure_) {
+      std::rethrow_exception(failure_);
+    }
+    reset_step();
+  }
+  at::NoGradGuard no_grad;
+  for (auto& s : slots_) {
+    if (s.param.grad().defined()) {
+      s.param.mutable_grad().copy_(s.view);
+    } else {
+      s.param.mutable_grad() = s.view.clone();
+    }
+  }
+}
+
+std::vector<std::vector<size_t>> GradSync::bucket_layout() const {
+  std::vector<std::vector<size_t>> layout;
+  for (const auto& b : buckets_) layout.push_back(b.params);
+  return layout;
+}
+
+}  // namespace uel::comm

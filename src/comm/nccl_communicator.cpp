@@ -1,0 +1,340 @@
+#include "uel/comm/nccl_communicator.h"
+
+#include <ATen/ATen.h>
+
+#include "uel/comm/watchdog.h"
+#include "uel/core/error.h"
+
+namespace uel::comm {
+
+namespace {
+
+ncclDataType_t nccl_type(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat:
+      return ncclFloat32;
+    case at::kDouble:
+      return ncclFloat64;
+    case at::kHalf:
+      return ncclFloat16;
+    case at::kBFloat16:
+      return ncclBfloat16;
+    case at::kInt:
+      return ncclInt32;
+    case at::kLong:
+      return ncclInt64;
+    case at::kByte:
+      return ncclUint8;
+    default:
+      UEL_CHECK(false, "nccl: no NCCL type for {}", c10::toString(t));
+  }
+  return ncclFloat32;
+}
+
+ncclRedOp_t nccl_op(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum:
+      return ncclSum;
+    case ReduceOp::kAvg:
+      return ncclAvg;
+    case ReduceOp::kMax:
+      return ncclMax;
+    case ReduceOp::kMin:
+      return ncclMin;
+  }
+  return ncclSum;
+}
+
+int64_t row_numel(const at::Tensor& t) {
+  int64_t n = 1;
+  for (int64_t d = 1; d < t.dim(); ++d) n *= t.size(d);
+  return n;
+}
+
+std::vector<int64_t> with_first(const at::Tensor& t, int64_t first) {
+  std::vector<int64_t> sizes(t.sizes().begin(), t.sizes().end());
+  sizes[0] = first;
+  return sizes;
+}
+
+}  // namespace
+
+NcclCommunicator::NcclCommunicator(MPI_Comm bootstrap, int device) : device_(device) {
+  UEL_MPI_CHECK(MPI_Comm_dup(bootstrap, &bootstrap_), "duplicating the bootstrap communicator");
+  MPI_Comm_rank(bootstrap_, &rank_);
+  MPI_Comm_size(bootstrap_, &size_);
+  ncclUniqueId id;
+  if (rank_ == 0) {
+    UEL_NCCL_CHECK(ncclGetUniqueId(&id), "creating the NCCL unique id");
+  }
+  UEL_MPI_CHECK(MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, bootstrap_), "broadcasting the NCCL id");
+  UEL_CUDA_CHECK(cudaSetDevice(device_), "selecting cuda:{}", device_);
+  UEL_NCCL_CHECK(
+      ncclCommInitRank(&comm_, size_, id, rank_),
+      "joining NCCL as rank {} of {} on cuda:{} (one GPU per rank: NCCL refuses two ranks on one GPU)",
+      rank_,
+      size_,
+      device_);
+  UEL_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "creating a stream");
+  UEL_CUDA_CHECK(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming), "creating an event");
+  ncclComm_t comm = comm_;
+  health_check_ = Watchdog::instance().add_health_check([comm]() -> std::string {
+    ncclResult_t async = ncclSuccess;
+    if (ncclCommGetAsyncError(comm, &async) != ncclSuccess || async == ncclSuccess) {
+      return "";
+    }
+    ncclCommAbort(comm);
+    return fmt::format("NCCL reported an asynchronous error: {}", ncclGetErrorString(async));
+  });
+}
+
+NcclCommunicator::~NcclCommunicator() {
+  Watchdog::instance().remove_health_check(health_check_);
+  Watchdog::instance().wait_all();
+  if (comm_ != nullptr) ncclCommDestroy(comm_);
+  if (ready_ != nullptr) cudaEventDestroy(ready_);
+  if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized && bootstrap_ != MPI_COMM_NULL) MPI_Comm_free(&bootstrap_);
+}
+
+void NcclCommunicator::check_device(const at::Tensor& tensor, Op op) const {
+  check_tensor(tensor, op);
+  UEL_CHECK(
+      tensor.is_cuda() && tensor.get_device() == device_,
+      "nccl: {} needs a CUDA tensor on cuda:{}, got one on {}; use the mpi backend for CPU "
+      "tensors",
+      op_name(op),
+      device_,
+      tensor.device().str());
+}
+
+template <class F>
+void NcclCommunicator::run(Op op, F&& enqueue) {
+  UEL_CUDA_CHECK(cudaSetDevice(device_), "selecting cuda:{}", device_);
+  // The legacy default stream (0) is LibTorch's default stream.
+  UEL_CUDA_CHECK(cudaEventRecord(ready_, 0), "recording an event");
+  UEL_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready_, 0), "ordering the NCCL stream");
+  enqueue();
+  cudaEvent_t done = nullptr;
+  UEL_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "creating an event");
+  UEL_CUDA_CHECK(cudaEventRecord(done, stream_), "recording an event");
+  UEL_CUDA_CHECK(cudaStreamWaitEvent(0, done, 0), "ordering the default stream");
+  const int device = device_;
+  Watchdog::instance().begin(
+      fmt::format("NCCL {} on cuda:{}", op_name(op), device_), [done, device]() {
+        cudaSetDevice(device);
+        if (cudaEventQuery(done) == cudaErrorNotReady) {
+          return false;
+        }
+        cudaEventDestroy(done);
+        return true;
+      });
+}
+
+void NcclCommunicator::all_reduce(at::Tensor& tensor, ReduceOp op) {
+  check_device(tensor, Op::kAllReduce);
+  check_reduce(tensor, op, Op::kAllReduce);
+  Timed timed(this, Op::kAllReduce, tensor.nbytes());
+  at::Tensor buffer = tensor.contiguous();
+  run(Op::kAllReduce, [&] {
+    UEL_NCCL_CHECK(
+        ncclAllReduce(
+            buffer.data_ptr(),
+            buffer.data_ptr(),
+            buffer.numel(),
+            nccl_type(buffer.scalar_type()),
+            nccl_op(op),
+            comm_,
+            stream_),
+        "all_reduce of {} elements",
+        buffer.numel());
+  });
+  if (!buffer.is_same(tensor)) {
+    tensor.copy_(buffer);
+  }
+}
+
+at::Tensor NcclCommunicator::all_gather(const at::Tensor& tensor) {
+  check_device(tensor, Op::kAllGather);
+  Timed timed(this, Op::kAllGather, tensor.nbytes());
+  at::Tensor in = tensor.contiguous();
+  at::Tensor out = at::empty(with_first(tensor, tensor.size(0) * size_), tensor.options());
+  run(Op::kAllGather, [&] {
+    UEL_NCCL_CHECK(
+        ncclAllGather(
+            in.data_ptr(), out.data_ptr(), in.numel(), nccl_type(in.scalar_type()), comm_, stream_),
+        "all_gather of {} elements per rank",
+        in.numel());
+  });
+  return out;
+}
+
+std::vector<int64_t> NcclCommunicator::exchange(int64_t value) {
+  std::vector<int64_t> all(size_);
+  UEL_MPI_CHECK(
+      MPI_Allgather(&value, 1, MPI_INT64_T, all.data(), 1, MPI_INT64_T, bootstrap_),
+      "exchanging sizes");
+  return all;
+}
+
+at::Tensor NcclCommunicator::all_gather_v(const at::Tensor& tensor) {
+  check_device(tensor, Op::kAllGatherV);
+  Timed timed(this, Op::kAllGatherV, tensor.nbytes());
+  const int64_t row = row_numel(tensor);
+  for (int64_t other : exchange(row)) {
+    UEL_CHECK(other == row, "nccl: all_gather_v rows differ in size between ranks ({} vs {})", row, other);
+  }
+  const std::vector<int64_t> rows = exchange(tensor.size(0));
+  int64_t total = 0;
+  for (int64_t r : rows) total += r;
+  at::Tensor in = tensor.contiguous();
+  at::Tensor out = at::empty(with_first(tensor, total), tensor.options());
+  const size_t element = in.element_size();
+  run(Op::kAllGatherV, [&] {
+    // One broadcast per rank inside a group: NCCL has no all-gather with uneven counts.
+    UEL_NCCL_CHECK(ncclGroupStart(), "all_gather_v");
+    int64_t offset = 0;
+    for (int r = 0; r < size_; ++r) {
+      const int64_t count = rows[r] * row;
+      if (count > 0) {
+        UEL_NCCL_CHECK(
+            ncclBroadcast(
+                in.data_ptr(),
+                static_cast<char*>(out.data_ptr()) + offset * element,
+                count,
+                nccl_type(in.scalar_type()),
+                r,
+                comm_,
+                stream_),
+            "all_gather_v from rank {}",
+            r);
+      }
+      offset += count;
+    }
+    UEL_NCCL_CHECK(ncclGroupEnd(), "all_gather_v");
+  });
+  return out;
+}
+
+void NcclCommunicator::broadcast(at::Tensor& tensor, int root) {
+  check_device(tensor, Op::kBroadcast);
+  UEL_CHECK(root >= 0 && root < size_, "nccl: broadcast root {} outside [0, {})", root, size_);
+  Timed timed(this, Op::kBroadcast, tensor.nbytes());
+  at::Tensor buffer = tensor.contiguous();
+  run(Op::kBroadcast, [&] {
+    UEL_NCCL_CHECK(
+        ncclBroadcast(
+            buffer.data_ptr(),
+            buffer.data_ptr(),
+            buffer.numel(),
+            nccl_type(buffer.scalar_type()),
+            root,
+            comm_,
+            stream_),
+        "broadcast from rank {}",
+        root);
+  });
+  if (!buffer.is_same(tensor)) {
+    tensor.copy_(buffer);
+  }
+}
+
+at::Tensor NcclCommunicator::reduce_scatter(const at::Tensor& tensor, ReduceOp op) {
+  check_device(tensor, Op::kReduceScatter);
+  check_reduce(tensor, op, Op::kReduceScatter);
+  UEL_CHECK(
+      tensor.size(0) % size_ == 0,
+      "nccl: reduce_scatter needs a first dimension divisible by the world size {}, got {}",
+      size_,
+      tensor.size(0));
+  Timed timed(this, Op::kReduceScatter, tensor.nbytes());
+  at::Tensor in = tensor.contiguous();
+  at::Tensor out = at::empty(with_first(tensor, tensor.size(0) / size_), tensor.options());
+  run(Op::kReduceScatter, [&] {
+    UEL_NCCL_CHECK(
+        ncclReduceScatter(
+            in.data_ptr(),
+            out.data_ptr(),
+            out.numel(),
+            nccl_type(in.scalar_type()),
+            nccl_op(op),
+            comm_,
+            stream_),
+        "reduce_scatter of {} elements",
+        in.numel());
+  });
+  return out;
+}
+
+at::Tensor NcclCommunicator::all_to_all_v(const at::Tensor& tensor, const std::vector<int64_t>& send_counts) {
+  check_device(tensor, Op::kAllToAllV);
+  UEL_CHECK(
+      static_cast<int>(send_counts.size()) == size_,
+      "nccl: all_to_all_v needs one send count per rank ({}), got {}",
+      size_,
+      send_counts.size());
+  Timed timed(this, Op::kAllToAllV, tensor.nbytes());
+  std::vector<int64_t> recv_rows(size_);
+  UEL_MPI_CHECK(
+      MPI_Alltoall(send_counts.data(), 1, MPI_INT64_T, recv_rows.data(), 1, MPI_INT64_T, bootstrap_),
+      "all_to_all_v counts");
+  int64_t total_recv = 0, total_send = 0;
+  for (int r = 0; r < size_; ++r) {
+    total_recv += recv_rows[r];
+    total_send += send_counts[r];
+  }
+  UEL_CHECK(total_send <= tensor.size(0), "nccl: all_to_all_v sends {} rows of {}", total_send, tensor.size(0));
+  const int64_t row = row_numel(tensor);
+  at::Tensor in = tensor.contiguous();
+  at::Tensor out = at::empty(with_first(tensor, total_recv), tensor.options());
+  const size_t bytes_per_row = row * in.element_size();
+  run(Op::kAllToAllV, [&] {
+    UEL_NCCL_CHECK(ncclGroupStart(), "all_to_all_v");
+    int64_t send_offset = 0, recv_offset = 0;
+    for (int r = 0; r < size_; ++r) {
+      if (send_counts[r] > 0) {
+        UEL_NCCL_CHECK(
+            ncclSend(
+                static_cast<const char*>(in.data_ptr()) + send_offset * bytes_per_row,
+                send_counts[r] * row,
+                nccl_type(in.scalar_type()),
+                r,
+                comm_,
+                stream_),
+            "sending to rank {}",
+            r);
+      }
+      if (recv_rows[r] > 0) {
+        UEL_NCCL_CHECK(
+            ncclRecv(
+                static_cast<char*>(out.data_ptr()) + recv_offset * bytes_per_row,
+                recv_rows[r] * row,
+                nccl_type(in.scalar_type()),
+                r,
+                comm_,
+                stream_),
+            "receiving from rank {}",
+            r);
+      }
+      send_offset += send_counts[r];
+      recv_offset += recv_rows[r];
+    }
+    UEL_NCCL_CHECK(ncclGroupEnd(), "all_to_all_v");
+  });
+  return out;
+}
+
+void NcclCommunicator::barrier() {
+  Timed timed(this, Op::kBarrier, 0);
+  UEL_CUDA_CHECK(cudaSetDevice(device_), "selecting cuda:{}", device_);
+  UEL_CUDA_CHECK(cudaStreamSynchronize(stream_), "waiting for NCCL work");
+  UEL_MPI_CHECK(MPI_Barrier(bootstrap_), "barrier");
+}
+
+std::unique_ptr<Communicator> NcclCommunicator::split() {
+  return std::make_unique<NcclCommunicator>(bootstrap_, device_);
+}
+
+}  // namespace uel::comm

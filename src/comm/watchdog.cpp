@@ -1,0 +1,157 @@
+#include "uel/comm/watchdog.h"
+
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "uel/comm/world.h"
+#include "uel/core/error.h"
+#include "uel/core/logging.h"
+
+namespace uel::comm {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct InFlight {
+  std::string what;
+  std::function<bool()> probe;
+  Clock::time_point start;
+};
+
+// The watchdog's state lives for the whole process; its thread is detached so that a job
+// aborting from it never waits on a join.
+struct State {
+  std::mutex mutex;
+  std::condition_variable retired;
+  std::map<uint64_t, InFlight> in_flight;
+  std::map<uint64_t, std::function<std::string()>> checks;
+  uint64_t next_id = 1;
+  double timeout_s = 300;
+  bool started = false;
+};
+
+State& state() {
+  static State* s = new State();  // never destroyed: the detached thread may outlive main
+  return *s;
+}
+
+[[noreturn]] void fatal(const std::string& message) {
+  log_error("{}", message);
+  fail_world(4);
+  std::_Exit(4);  // fail_world returns only without peers; nothing else can be trusted now
+}
+
+void tick() {
+  State& s = state();
+  std::string failure;
+  std::vector<std::function<std::string()>> checks;
+  {
+    std::lock_guard<std::mutex> lock(s.mutex);
+    const auto now = Clock::now();
+    for (auto it = s.in_flight.begin(); it != s.in_flight.end();) {
+      if (it->second.probe && it->second.probe()) {
+        it = s.in_flight.erase(it);
+        s.retired.notify_all();
+        continue;
+      }
+      const double age = std::chrono::duration<double>(now - it->second.start).count();
+      if (s.timeout_s > 0 && age > s.timeout_s && failure.empty()) {
+        failure = fmt::format(
+            "{} has not finished after {:.0f} s (--comm.timeout_s={}); a peer rank is stuck or "
+            "dead, aborting the job",
+            it->second.what,
+            age,
+            s.timeout_s);
+      }
+      ++it;
+    }
+    for (auto& [id, check] : s.checks) {
+      checks.push_back(check);
+    }
+  }
+  for (auto& check : checks) {
+    if (failure.empty()) {
+      failure = check();
+    }
+  }
+  if (!failure.empty()) {
+    fatal(failure);
+  }
+}
+
+void ensure_thread() {
+  State& s = state();
+  if (s.started) {
+    return;
+  }
+  s.started = true;
+  std::thread([] {
+    while (true) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      tick();
+    }
+  }).detach();
+}
+
+}  // namespace
+
+Watchdog& Watchdog::instance() {
+  static Watchdog w;
+  return w;
+}
+
+void Watchdog::set_timeout(double seconds) {
+  std::lock_guard<std::mutex> lock(state().mutex);
+  state().timeout_s = seconds;
+}
+
+double Watchdog::timeout() const {
+  std::lock_guard<std::mutex> lock(state().mutex);
+  return state().timeout_s;
+}
+
+uint64_t Watchdog::begin(std::string what, std::function<bool()> probe) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  ensure_thread();
+  const uint64_t id = s.next_id++;
+  s.in_flight.emplace(id, InFlight{std::move(what), std::move(probe), Clock::now()});
+  return id;
+}
+
+void Watchdog::end(uint64_t token) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  s.in_flight.erase(token);
+  s.retired.notify_all();
+}
+
+uint64_t Watchdog::add_health_check(std::function<std::string()> check) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  ensure_thread();
+  const uint64_t id = s.next_id++;
+  s.checks.emplace(id, std::move(check));
+  return id;
+}
+
+void Watchdog::remove_health_check(uint64_t id) {
+  std::lock_guard<std::mutex> lock(state().mutex);
+  state().checks.erase(id);
+}
+
+void Watchdog::wait_all() {
+  State& s = state();
+  std::unique_lock<std::mutex> lock(s.mutex);
+  s.retired.wait(lock, [&s] {
+    for (const auto& [id, op] : s.in_flight) {
+      if (op.probe) return false;
+    }
+    return true;
+  });
+}
+
+}  // namespace uel::comm
