@@ -1,10 +1,16 @@
 #include <chrono>
 #include <cstdio>
+#include <functional>
 
 #include <fmt/format.h>
 
 #include "commands.h"
+#include <ATen/ATen.h>
+#include <torch/cuda.h>
+
 #include "uel/cli/config.h"
+#include "uel/comm/watchdog.h"
+#include "uel/comm/world.h"
 #include "uel/core/error.h"
 #include "uel/core/logging.h"
 #include "uel/data/pipeline.h"
@@ -88,18 +94,127 @@ int bench_loader(const Args& args) {
   return 0;
 }
 
+double now_seconds() {
+  return std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
+}
+
+// nccl-tests' definitions: algbw = bytes / time; busbw scales it by the fraction of the data
+// each rank must send, 2(n-1)/n for all-reduce and (n-1)/n for all-gather and reduce-scatter.
+struct CommResult {
+  std::string op;
+  int64_t bytes = 0;
+  double seconds = 0;
+  double algbw = 0;
+  double busbw = 0;
+  double raw_mpi_seconds = -1;  // plain MPI_Allreduce on the same buffer (mpi backend, CPU)
+};
+
+int bench_comm(const Args& args) {
+  Config config;
+  config.bench.steps = 20;
+  config.bench.warmup = 2;
+  OptionSet options("mpirun -np N uel bench comm [--comm.backend=auto] [--bench.device=auto]");
+  config.declare_comm(options);
+  config.declare_bench(options);
+  if (!options.parse(args)) {
+    return 0;
+  }
+  config.validate();
+  const comm::WorldInfo& world = comm::init_world(nullptr, nullptr);
+  comm::Watchdog::instance().set_timeout(config.comm.timeout_s);
+  configure_compute(1, world.local_size);
+  const c10::Device device = comm::select_device(config.bench.device);
+  std::unique_ptr<comm::Communicator> comm = comm::make_communicator(config.comm.backend, device);
+  const int n = comm->size();
+  MPI_Comm raw = MPI_COMM_NULL;
+  const bool compare_raw = comm->backend() == "mpi" && device.is_cpu();
+  if (compare_raw) {
+    MPI_Comm_dup(comm::world_comm(), &raw);
+  }
+  auto sync = [&] {
+    if (device.is_cuda()) torch::cuda::synchronize(device.index());
+  };
+  // Slowest rank's mean seconds per call.
+  auto time_calls = [&](int64_t bytes, const std::function<void()>& call) {
+    const int64_t iters = std::max<int64_t>(3, std::min<int64_t>(config.bench.steps, (int64_t{1} << 28) / bytes));
+    for (int64_t i = 0; i < config.bench.warmup; ++i) call();
+    sync();
+    comm->barrier();
+    const double start = now_seconds();
+    for (int64_t i = 0; i < iters; ++i) call();
+    sync();
+    return comm->all_reduce_scalar((now_seconds() - start) / iters, comm::ReduceOp::kMax);
+  };
+
+  std::vector<CommResult> results;
+  const auto opts = at::TensorOptions().dtype(at::kFloat).device(device);
+  for (int64_t bytes = config.bench.min_bytes; bytes <= config.bench.max_bytes; bytes *= 4) {
+    const int64_t count = std::max<int64_t>(n, bytes / 4 / n * n);  // divisible by n
+    const int64_t size = count * 4;
+    at::Tensor full = at::zeros({count}, opts);
+    at::Tensor part = at::zeros({count / n}, opts);
+
+    CommResult reduce{"all_reduce", size};
+    reduce.seconds = time_calls(size, [&] { comm->all_reduce(full, comm::ReduceOp::kSum); });
+    if (compare_raw) {
+      reduce.raw_mpi_seconds = time_calls(size, [&] {
+        MPI_Allreduce(MPI_IN_PLACE, full.data_ptr<float>(), static_cast<int>(count), MPI_FLOAT, MPI_SUM, raw);
+      });
+    }
+    CommResult gather{"all_gather", size};
+    gather.seconds = time_calls(size, [&] { comm->all_gather(part); });
+    CommResult scatter{"reduce_scatter", size};
+    scatter.seconds = time_calls(size, [&] { comm->reduce_scatter(full, comm::ReduceOp::kSum); });
+    for (CommResult* r : {&reduce, &gather, &scatter}) {
+      r->algbw = r->bytes / r->seconds / 1e9;
+      const double factor = r == &reduce ? 2.0 * (n - 1) / n : double(n - 1) / n;
+      r->busbw = r->algbw * factor;
+      results.push_back(*r);
+    }
+  }
+  if (raw != MPI_COMM_NULL) {
+    MPI_Comm_free(&raw);
+  }
+
+  std::string table = fmt::format(
+      "comm benchmark: backend {}, {} ranks, device {}\n{:<15} {:>12} {:>12} {:>10} {:>10} {:>12} {:>8}\n",
+      comm->backend(), n, device.str(), "op", "bytes", "time_us", "algbw_GBs", "busbw_GBs", "raw_mpi_us",
+      "vs_raw");
+  std::string json;
+  for (const auto& r : results) {
+    const bool raw_known = r.raw_mpi_seconds > 0;
+    table += fmt::format(
+        "{:<15} {:>12} {:>12.1f} {:>10.3f} {:>10.3f} {:>12} {:>8}\n", r.op, r.bytes, r.seconds * 1e6,
+        r.algbw, r.busbw, raw_known ? fmt::format("{:.1f}", r.raw_mpi_seconds * 1e6) : "-",
+        raw_known ? fmt::format("{:.3f}", r.seconds / r.raw_mpi_seconds) : "-");
+    json += fmt::format(
+        R"({}{{"op": "{}", "bytes": {}, "time_us": {:.2f}, "algbw": {:.4f}, "busbw": {:.4f}{}}})",
+        json.empty() ? "" : ", ", r.op, r.bytes, r.seconds * 1e6, r.algbw, r.busbw,
+        raw_known ? fmt::format(R"(, "raw_mpi_us": {:.2f})", r.raw_mpi_seconds * 1e6) : "");
+  }
+  if (world.rank == 0) {
+    std::printf("%s%s\n", table.c_str(),
+                fmt::format(R"({{"bench": "comm", "backend": "{}", "ranks": {}, "device": "{}", "results": [{}]}})",
+                            comm->backend(), n, device.str(), json).c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 int run_bench(const Args& args) {
   UEL_CHECK_CONFIG(
       !args.empty() && args.front()[0] != '-',
-      "usage: uel bench <loader> [options]; `uel bench loader --help` lists the options");
+      "usage: uel bench <loader|comm> [options]; `uel bench <name> --help` lists the options");
   const std::string which = args.front();
   const Args rest(args.begin() + 1, args.end());
   if (which == "loader") {
     return bench_loader(rest);
   }
-  UEL_CHECK_CONFIG(false, "unknown benchmark '{}'; available: loader", which);
+  if (which == "comm") {
+    return bench_comm(rest);
+  }
+  UEL_CHECK_CONFIG(false, "unknown benchmark '{}'; available: loader, comm", which);
   return 2;
 }
 

@@ -1,8 +1,17 @@
 #include "uel/cli/config.h"
 
+#include "uel/core/error.h"
+
 namespace uel::cli {
 
 void Config::declare(OptionSet& o) {
+  declare_data(o);
+  declare_train(o);
+  declare_comm(o);
+  declare_bench(o);
+}
+
+void Config::declare_data(OptionSet& o) {
   o.add("data.train", &data.train, "training set (HDF5 from `uel prepare`)");
   o.add("data.test", &data.test, "test set (HDF5)");
   o.add("data.classes", &data.classes, "class filter, e.g. 0-4 or 0,2,5-7 (all = every class)");
@@ -36,7 +45,9 @@ void Config::declare(OptionSet& o) {
   o.add("aug.rotation", &aug.rotation, "rotate views by random quarter turns (labels for UDML)");
   o.add("aug.mean", &aug.mean, "per-channel mean on [0,1] pixels (empty = from the training set)");
   o.add("aug.std", &aug.std, "per-channel std on [0,1] pixels (empty = from the training set)");
+}
 
+void Config::declare_train(OptionSet& o) {
   o.add(
       "train.batch_size",
       &train.batch_size,
@@ -49,12 +60,32 @@ void Config::declare(OptionSet& o) {
       "LibTorch threads per rank (0 = cores / local ranks)",
       OptionSet::non_negative<int>());
 
+}
+
+void Config::declare_comm(OptionSet& o) {
+  o.add_choice("comm.backend", &comm.backend, {"auto", "mpi", "nccl", "local"},
+               "collectives: auto = nccl on GPUs, mpi on CPUs, local alone");
+  o.add("comm.timeout_s", &comm.timeout_s, "a collective taking longer ends the job (<= 0: never)");
+  o.add("comm.bucket_mb", &comm.bucket_mb, "gradient bucket size (MB)", OptionSet::positive<double>());
+  o.add("comm.first_bucket_mb", &comm.first_bucket_mb, "first gradient bucket size (MB)",
+        OptionSet::positive<double>());
+}
+
+void Config::declare_bench(OptionSet& o) {
+  o.add_choice("bench.device", &bench.device, {"auto", "cpu", "cuda"}, "bench comm: tensor device");
+  o.add("bench.min_bytes", &bench.min_bytes, "bench comm: smallest message", OptionSet::positive<int64_t>());
+  o.add("bench.max_bytes", &bench.max_bytes, "bench comm: largest message", OptionSet::positive<int64_t>());
   o.add("bench.steps", &bench.steps, "timed steps", OptionSet::positive<int64_t>());
   o.add("bench.warmup", &bench.warmup, "untimed steps first", OptionSet::non_negative<int64_t>());
 }
 
 void Config::validate() const {
   aug.validate(/*channels=*/0);
+  UEL_CHECK_CONFIG(
+      bench.min_bytes <= bench.max_bytes,
+      "--bench.min_bytes {} exceeds --bench.max_bytes {}",
+      bench.min_bytes,
+      bench.max_bytes);
 }
 
 }  // namespace uel::cli

@@ -9,7 +9,7 @@
 #include <fmt/format.h>
 
 #include "commands.h"
-#include "uel/core/error.h"
+#include "uel/comm/world.h"
 #include "uel/core/logging.h"
 #include "uel/core/version.h"
 
@@ -24,7 +24,7 @@ const std::map<std::string, Command>& commands() {
   static const std::map<std::string, Command> table = {
       {"prepare", {uel::cli::run_prepare, "convert fashion-mnist | cifar10 | image-list to HDF5"}},
       {"info", {uel::cli::run_info, "describe a dataset file"}},
-      {"bench", {uel::cli::run_bench, "benchmarks: loader"}},
+      {"bench", {uel::cli::run_bench, "benchmarks: loader, comm"}},
   };
   return table;
 }
@@ -55,13 +55,6 @@ int main(int argc, char** argv) {
     uel::log_error("unknown command '{}'; `uel --help` lists the commands", first);
     return 2;
   }
-  try {
-    return it->second.run(uel::cli::Args(argv + 2, argv + argc));
-  } catch (const uel::Error& e) {
-    uel::log_error("{}", e.what());
-    return e.exit_code();
-  } catch (const std::exception& e) {
-    uel::log_error("unexpected failure: {}", e.what());
-    return 1;
-  }
+  // A failure on one rank of a distributed command ends the whole job (MPI_Abort).
+  return uel::comm::run_guarded([&] { return it->second.run(uel::cli::Args(argv + 2, argv + argc)); });
 }

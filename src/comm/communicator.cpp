@@ -143,8 +143,11 @@ at::Tensor LocalCommunicator::reduce_scatter(const at::Tensor& tensor, ReduceOp 
 at::Tensor LocalCommunicator::all_to_all_v(const at::Tensor& tensor, const std::vector<int64_t>& send_counts) {
   check_tensor(tensor, Op::kAllToAllV);
   UEL_CHECK(
-      send_counts.size() == 1 && send_counts[0] <= tensor.size(0) && send_counts[0] >= 0,
-      "local: all_to_all_v needs one send count within the tensor's {} rows",
+      send_counts.size() == 1, "local: all_to_all_v needs one send count per rank (1), got {}", send_counts.size());
+  UEL_CHECK(
+      send_counts[0] >= 0 && send_counts[0] <= tensor.size(0),
+      "local: all_to_all_v sends {} rows but the tensor has {}",
+      send_counts[0],
       tensor.size(0));
   Timed timed(this, Op::kAllToAllV, tensor.nbytes());
   return tensor.slice(0, 0, send_counts[0]).clone();

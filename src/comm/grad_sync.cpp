@@ -160,32 +160,32 @@ void GradSync::worker_loop() {
 
 void GradSync::finish() {
   UEL_CHECK(!no_sync_, "GradSync::finish() inside no_sync(); finish after the synchronised backward");
+  // Slots run in reverse registration order; report names in registration order.
   std::vector<std::string> missing;
   std::vector<size_t> missing_index;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    for (size_t i = 0; i < slots_.size(); ++i) {
+    for (size_t i = slots_.size(); i-- > 0;) {
       if (!slots_[i].arrived) {
         missing.push_back(slots_[i].name);
         missing_index.push_back(i);
       }
     }
   }
-  if (!missing.empty()) {
-    UEL_CHECK(
-        options_.allow_unused,
-        "parameters [{}] received no gradient in this step; every rank must use every parameter "
-        "(or allow unused parameters, which then count as zero)",
-        fmt::join(missing, ", "));
-    for (size_t i : missing_index) {
-      const at::Tensor& existing = slots_[i].param.grad();
-      if (existing.defined()) {
-        slots_[i].view.copy_(existing);
-      } else {
-        slots_[i].view.zero_();
-      }
-      mark_arrived(i);
+  UEL_CHECK(
+      missing.empty() || options_.allow_unused,
+      "parameters [{}] received no gradient in this step; every rank must use every parameter "
+      "(or allow unused parameters)",
+      fmt::join(missing, ", "));
+  for (size_t i : missing_index) {
+    // The bucket still goes through the all-reduce: another rank may have used the parameter.
+    const at::Tensor& existing = slots_[i].param.grad();
+    if (existing.defined()) {
+      slots_[i].view.copy_(existing);
+    } else {
+      slots_[i].view.zero_();
     }
+    mark_arrived(i);
   }
   {
     std::unique_lock<std::mutex> lock(mutex_);
@@ -193,10 +193,25 @@ void GradSync::finish() {
     if (failure_) {
       std::rethrow_exception(failure_);
     }
+  }
+  // As DDP does: a parameter no rank used keeps no gradient, so optimisers skip it (a zero
+  // gradient would still apply weight decay). The worker is idle now, so its communicator is free.
+  at::Tensor used;
+  if (options_.allow_unused) {
+    used = at::ones({static_cast<int64_t>(slots_.size())}, at::kInt);
+    for (size_t i : missing_index) used[static_cast<int64_t>(i)] = 0;
+    comm_->all_reduce(used, ReduceOp::kMax);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
     reset_step();
   }
   at::NoGradGuard no_grad;
-  for (auto& s : slots_) {
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    Slot& s = slots_[i];
+    if (used.defined() && used.data_ptr<int>()[i] == 0) {
+      continue;
+    }
     if (s.param.grad().defined()) {
       s.param.mutable_grad().copy_(s.view);
     } else {

@@ -77,6 +77,25 @@ void fail_world(int exit_code) {
   finalize_world();
 }
 
+int run_guarded(const std::function<int()>& body) {
+  int code = 0;
+  try {
+    code = body();
+  } catch (const Error& e) {
+    log_error("{}", e.what());
+    code = e.exit_code();
+  } catch (const std::exception& e) {
+    log_error("unexpected failure: {}", e.what());
+    code = 1;
+  }
+  if (code != 0) {
+    fail_world(code);
+  } else {
+    finalize_world();
+  }
+  return code;
+}
+
 c10::Device select_device(const std::string& spec) {
   const bool cuda = torch::cuda::is_available();
   if (spec == "cpu" || (spec == "auto" && !cuda)) {

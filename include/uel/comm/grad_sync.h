@@ -26,7 +26,8 @@ namespace uel::comm {
 struct GradSyncOptions {
   double bucket_mb = 25;
   double first_bucket_mb = 1;
-  // Parameters without a gradient in a step count as zero instead of being an error.
+  // Parameters without a gradient on a rank contribute zero instead of being an error; those no
+  // rank used keep no gradient (DDP's find_unused_parameters). Costs one small all-reduce a step.
   bool allow_unused = false;
 };
 

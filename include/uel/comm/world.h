@@ -3,6 +3,7 @@
 // The job's processes: MPI bootstrap (mpirun, srun --mpi=pmix, or alone as world size 1), the
 // node-local rank that picks the GPU, and the fail-fast path that takes the whole job down.
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -32,6 +33,10 @@ void finalize_world();
 // Ends the job because this rank failed: with more than one rank, MPI_Abort (so no peer waits
 // forever in a collective); alone, finalises and returns so the caller exits with `exit_code`.
 void fail_world(int exit_code);
+
+// Runs a program's body: an exception is logged with host:pid:rank and ends the job through
+// fail_world (exit status from the error type); a normal return finalises MPI if it was started.
+int run_guarded(const std::function<int()>& body);
 
 // "auto": cuda:(local_rank mod visible devices) when CUDA is usable, else cpu; or "cpu",
 // "cuda". CUDA_VISIBLE_DEVICES is respected (the runtime numbers the visible devices).

@@ -1,0 +1,180 @@
+// Closed-form checks of every collective for every dtype, uneven and empty contributions.
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+#include "uel/comm/communicator.h"
+#include "uel/comm/world.h"
+#include "uel/core/error.h"
+
+namespace uel::comm {
+namespace {
+
+const std::vector<at::ScalarType> kTypes = {at::kFloat, at::kDouble, at::kHalf, at::kBFloat16, at::kInt, at::kLong, at::kByte};
+
+std::unique_ptr<Communicator> make() {
+  return make_communicator("auto", c10::Device(c10::kCPU));
+}
+
+TEST(Comm, BackendMatchesTheWorld) {
+  auto comm = make();
+  EXPECT_EQ(comm->size(), world().size);
+  EXPECT_EQ(comm->rank(), world().rank);
+  EXPECT_EQ(comm->backend(), world().size > 1 ? "mpi" : "local");
+  if (world().size > 1) {
+    EXPECT_THROW_WITH(make_communicator("local", c10::Device(c10::kCPU)), ConfigError, "use mpi or nccl");
+  }
+  EXPECT_THROW_WITH(make_communicator("gloo", c10::Device(c10::kCPU)), ConfigError, "not one of auto|mpi|nccl|local");
+}
+
+TEST(Comm, AllReduceEveryOpAndDtype) {
+  auto comm = make();
+  const int n = comm->size(), r = comm->rank();
+  for (auto type : kTypes) {
+    const auto opts = at::TensorOptions().dtype(type);
+    at::Tensor sum = at::full({5, 3}, r + 1, opts);
+    comm->all_reduce(sum, ReduceOp::kSum);
+    EXPECT_TRUE(at::equal(sum, at::full({5, 3}, n * (n + 1) / 2, opts))) << c10::toString(type);
+    at::Tensor mx = at::full({7}, r + 1, opts);
+    comm->all_reduce(mx, ReduceOp::kMax);
+    EXPECT_TRUE(at::equal(mx, at::full({7}, n, opts)));
+    at::Tensor mn = at::full({7}, r + 1, opts);
+    comm->all_reduce(mn, ReduceOp::kMin);
+    EXPECT_TRUE(at::equal(mn, at::full({7}, 1, opts)));
+    if (at::isFloatingType(type)) {
+      at::Tensor avg = at::full({4}, 2 * (r + 1), opts);
+      comm->all_reduce(avg, ReduceOp::kAvg);
+      EXPECT_TRUE(at::equal(avg, at::full({4}, n + 1, opts)));
+    } else {
+      at::Tensor t = at::ones({2}, opts);
+      EXPECT_THROW_WITH(comm->all_reduce(t, ReduceOp::kAvg), Error, "needs a floating-point tensor");
+    }
+  }
+  // A non-contiguous view is reduced in place too.
+  at::Tensor base = at::full({4, 4}, r + 1.0);
+  at::Tensor column = base.select(1, 2);
+  comm->all_reduce(column, ReduceOp::kSum);
+  EXPECT_EQ(base[3][2].item<float>(), n * (n + 1) / 2.0f);
+  EXPECT_EQ(base[3][1].item<float>(), r + 1.0f);
+  EXPECT_DOUBLE_EQ(comm->all_reduce_scalar(0.5 * r, ReduceOp::kSum), 0.25 * n * (n - 1));
+}
+
+TEST(Comm, AllGatherConcatenatesInRankOrder) {
+  auto comm = make();
+  const int n = comm->size(), r = comm->rank();
+  for (auto type : kTypes) {
+    const auto opts = at::TensorOptions().dtype(type);
+    at::Tensor mine = at::full({2, 3}, r, opts);
+    at::Tensor all = comm->all_gather(mine);
+    ASSERT_EQ(all.sizes(), (std::vector<int64_t>{2 * n, 3}));
+    for (int s = 0; s < n; ++s) {
+      EXPECT_TRUE(at::equal(all.slice(0, 2 * s, 2 * s + 2), at::full({2, 3}, s, opts)));
+    }
+  }
+}
+
+TEST(Comm, AllGatherVTakesUnevenAndEmptyContributions) {
+  auto comm = make();
+  const int n = comm->size(), r = comm->rank();
+  for (auto type : kTypes) {
+    const auto opts = at::TensorOptions().dtype(type);
+    // Rank r contributes r rows (rank 0 none) of value r.
+    at::Tensor mine = at::full({r, 2}, r, opts);
+    at::Tensor all = comm->all_gather_v(mine);
+    ASSERT_EQ(all.size(0), n * (n - 1) / 2);
+    ASSERT_EQ(all.size(1), 2);
+    int64_t row = 0;
+    for (int s = 0; s < n; ++s) {
+      for (int k = 0; k < s; ++k, ++row) {
+        EXPECT_EQ(all[row][1].item<double>(), s);
+      }
+    }
+  }
+}
+
+TEST(Comm, BroadcastFromTheLastRank) {
+  auto comm = make();
+  const int n = comm->size(), r = comm->rank();
+  for (auto type : kTypes) {
+    const auto opts = at::TensorOptions().dtype(type);
+    at::Tensor t = at::full({3, 3}, r + 7, opts);
+    comm->broadcast(t, n - 1);
+    EXPECT_TRUE(at::equal(t, at::full({3, 3}, n - 1 + 7, opts)));
+  }
+  at::Tensor t = at::zeros({1});
+  EXPECT_THROW_WITH(comm->broadcast(t, n), Error, "broadcast");
+}
+
+TEST(Comm, ReduceScatterSumsBlocks) {
+  auto comm = make();
+  const int n = comm->size(), r = comm->rank();
+  for (auto type : kTypes) {
+    const auto opts = at::TensorOptions().dtype(type);
+    // Block b of rank r holds r + b; the reduced block b is sum_r (r + b).
+    at::Tensor in = at::arange(n, opts.dtype(at::kLong)).repeat_interleave(2).view({2 * n, 1}).add(r).to(type);
+    at::Tensor out = comm->reduce_scatter(in, ReduceOp::kSum);
+    ASSERT_EQ(out.sizes(), (std::vector<int64_t>{2, 1}));
+    EXPECT_TRUE(at::equal(out, at::full({2, 1}, n * r + n * (n - 1) / 2, opts))) << c10::toString(type);
+  }
+  at::Tensor avg = comm->reduce_scatter(at::full({n, 2}, 2.0 * (r + 1)), ReduceOp::kAvg);
+  EXPECT_TRUE(at::equal(avg, at::full({1, 2}, n + 1.0f)));
+  if (n > 1) {
+    EXPECT_THROW_WITH(comm->reduce_scatter(at::zeros({n + 1}), ReduceOp::kSum), Error, "divisible by the world size");
+  }
+}
+
+TEST(Comm, AllToAllVRoutesRows) {
+  auto comm = make();
+  const int n = comm->size(), r = comm->rank();
+  for (auto type : kTypes) {
+    const auto opts = at::TensorOptions().dtype(type);
+    // Rank r sends (r + s) % 3 rows of value 10 r + s to rank s (some counts are zero).
+    std::vector<int64_t> counts(n);
+    std::vector<at::Tensor> parts;
+    for (int s = 0; s < n; ++s) {
+      counts[s] = (r + s) % 3;
+      parts.push_back(at::full({counts[s], 2}, 10 * r + s, opts));
+    }
+    at::Tensor out = comm->all_to_all_v(at::cat(parts), counts);
+    int64_t row = 0;
+    for (int s = 0; s < n; ++s) {
+      for (int k = 0; k < (s + r) % 3; ++k, ++row) {
+        ASSERT_LT(row, out.size(0));
+        EXPECT_EQ(out[row][0].item<double>(), 10 * s + r);
+      }
+    }
+    EXPECT_EQ(out.size(0), row);
+  }
+  EXPECT_THROW_WITH(comm->all_to_all_v(at::zeros({1, 1}), std::vector<int64_t>(n + 1, 0)), Error, "one send count per rank");
+}
+
+TEST(Comm, CountsBytesPerOp) {
+  auto comm = make();
+  comm->reset_stats();
+  at::Tensor t = at::zeros({256});
+  comm->all_reduce(t, ReduceOp::kSum);
+  comm->all_reduce(t, ReduceOp::kSum);
+  comm->all_gather(at::zeros({8, 4}, at::kDouble));
+  comm->barrier();
+  const CommStats stats = comm->stats();
+  EXPECT_EQ(stats.ops[static_cast<int>(Op::kAllReduce)].calls, 2);
+  EXPECT_EQ(stats.ops[static_cast<int>(Op::kAllReduce)].bytes, 2 * 1024);
+  EXPECT_EQ(stats.ops[static_cast<int>(Op::kAllGather)].bytes, 256);
+  EXPECT_EQ(stats.ops[static_cast<int>(Op::kBarrier)].calls, 1);
+  EXPECT_EQ(stats.total_bytes(), 2048 + 256);
+  EXPECT_GE(stats.total_seconds(), 0.0);
+}
+
+TEST(Comm, SplitGivesAnIndependentCommunicator) {
+  auto comm = make();
+  auto other = comm->split();
+  EXPECT_EQ(other->size(), comm->size());
+  EXPECT_EQ(other->rank(), comm->rank());
+  at::Tensor t = at::ones({3});
+  other->all_reduce(t, ReduceOp::kSum);
+  EXPECT_EQ(t[0].item<float>(), comm->size());
+}
+
+}  // namespace
+}  // namespace uel::comm

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# A failing rank takes the job down quickly: rank 1 throws, is killed with SIGKILL, or hangs
+# while its peers wait in an all-reduce; mpirun must exit non-zero within 30 seconds.
+# usage: test_failures.sh PROBE MPIEXEC RANKS
+set -uo pipefail
+probe=$1 mpiexec=$2 ranks=$3
+failures=0 passed=0
+for mode in throw kill stuck; do
+  start=$(date +%s%N)
+  out=$(timeout 60 "$mpiexec" -np "$ranks" "$probe" "$mode" 3 2>&1)
+  rc=$?
+  elapsed_ms=$((($(date +%s%N) - start) / 1000000))
+  ok=1
+  if [[ $rc == 0 || $rc == 124 ]]; then ok=0; fi
+  if ((elapsed_ms > 30000)); then ok=0; fi
+  case $mode in
+    # The failing rank says who it is: host:pid:rank, then the cause.
+    throw) grep -qE "\[uel [0-9:]+ [^ ]+:[0-9]+:1\] error: injected failure on rank 1" <<<"$out" || ok=0 ;;
+    stuck) grep -qE ":0\] error: all_reduce .* has not finished after [0-9]+ s" <<<"$out" || ok=0 ;;
+  esac
+  if ((ok)); then
+    passed=$((passed + 1))
+    echo "$mode: exit $rc after ${elapsed_ms} ms"
+  else
+    failures=$((failures + 1))
+    echo "FAIL: $mode: exit $rc after ${elapsed_ms} ms; output:"
+    echo "$out" | tail -15
+  fi
+done
+echo "test_failures (np $ranks): $passed passed, $failures failed"
+((failures == 0))

@@ -1,0 +1,173 @@
+// Gradients: all_gather_with_grad against the single-process gradient of the same global
+// computation, and GradSync training that ends where one process with the global batch ends.
+
+#include <torch/torch.h>
+
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+#include "uel/comm/autograd.h"
+#include "uel/comm/grad_sync.h"
+#include "uel/comm/world.h"
+#include "uel/core/error.h"
+
+namespace uel::comm {
+namespace {
+
+std::unique_ptr<Communicator> make() {
+  return make_communicator("auto", c10::Device(c10::kCPU));
+}
+
+// Deterministic data that every rank can build whole: row i of a [rows, cols] matrix.
+at::Tensor global_data(int64_t rows, int64_t cols, double phase) {
+  return at::sin(at::arange(rows * cols, at::kDouble).mul(0.37).add(phase)).view({rows, cols}).to(at::kFloat);
+}
+
+// A softmax over all rows of the global batch, as the ISIF loss computes it: query i scores
+// every gathered key j; the loss is the mean over queries of logsumexp_j(q_i . k_j / 0.5).
+at::Tensor global_softmax_loss(const at::Tensor& queries, const at::Tensor& keys) {
+  return at::logsumexp(queries.matmul(keys.t()) / 0.5, 1).mean();
+}
+
+TEST(AllGatherWithGrad, MatchesTheSingleProcessGradient) {
+  auto comm = make();
+  const int n = comm->size(), r = comm->rank();
+  const int64_t b = 3, d = 5;
+  at::Tensor all = global_data(n * b, d, 0.1);
+
+  at::Tensor reference_input = all.clone().requires_grad_(true);
+  global_softmax_loss(reference_input, reference_input).backward();
+  at::Tensor reference = reference_input.grad().slice(0, r * b, (r + 1) * b);
+
+  at::Tensor mine = all.slice(0, r * b, (r + 1) * b).clone().requires_grad_(true);
+  at::Tensor keys = all_gather_with_grad(mine, *comm);
+  EXPECT_TRUE(at::equal(keys.detach(), all));
+  global_softmax_loss(mine, keys).backward();
+  // Rank r holds sum_s dL_s/dx_r; the global loss is the mean of the N local losses.
+  EXPECT_TRUE(at::allclose(mine.grad() / n, reference, 1e-5, 1e-6))
+      << (mine.grad() / n - reference).abs().max().item<float>();
+}
+
+struct Net : torch::nn::Module {
+  Net() {
+    fc1 = register_module("fc1", torch::nn::Linear(6, 16));
+    fc2 = register_module("fc2", torch::nn::Linear(16, 4));
+    spare = register_module("spare", torch::nn::Linear(2, 2));
+  }
+  at::Tensor forward(const at::Tensor& x) {
+    return fc2->forward(torch::tanh(fc1->forward(x)));
+  }
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr}, spare{nullptr};
+};
+
+std::vector<std::pair<std::string, at::Tensor>> named(Net& net) {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& item : net.named_parameters()) out.emplace_back(item.key(), item.value());
+  return out;
+}
+
+// Ten SGD steps with global batch 32, split over the ranks (micro > 1: that many accumulated
+// micro-batches per rank and step). Returns the flattened final parameters.
+at::Tensor train(Communicator* comm, int micro, GradSyncOptions options) {
+  const int n = comm != nullptr ? comm->size() : 1;
+  const int r = comm != nullptr ? comm->rank() : 0;
+  torch::manual_seed(comm != nullptr ? 100 + r : 100);  // GradSync must broadcast rank 0's init
+  Net net;
+  std::unique_ptr<GradSync> sync;
+  if (comm != nullptr) {
+    sync = std::make_unique<GradSync>(named(net), std::vector<at::Tensor>{}, *comm, options);
+  }
+  torch::optim::SGD opt(net.parameters(), torch::optim::SGDOptions(0.1).momentum(0.9).weight_decay(5e-4));
+  const int64_t global = 32, local = global / n, part = local / micro;
+  for (int step = 0; step < 10; ++step) {
+    at::Tensor x = global_data(global, 6, step);
+    at::Tensor y = global_data(global, 4, 50 + step);
+    opt.zero_grad();
+    for (int m = 0; m < micro; ++m) {
+      const int64_t begin = r * local + m * part;
+      auto loss = torch::mse_loss(net.forward(x.slice(0, begin, begin + part)), y.slice(0, begin, begin + part)) / micro;
+      if (sync && m + 1 < micro) {
+        auto guard = sync->no_sync();
+        loss.backward();
+      } else {
+        loss.backward();
+      }
+    }
+    if (sync) sync->finish();
+    opt.step();
+  }
+  std::vector<at::Tensor> flat;
+  for (auto& p : net.parameters()) flat.push_back(p.detach().flatten());
+  return at::cat(flat);
+}
+
+GradSyncOptions allow_spare() {
+  GradSyncOptions o;
+  o.allow_unused = true;  // `spare` never gets a gradient
+  return o;
+}
+
+TEST(GradSync, RanksTrainTheSameModelAsOneProcess) {
+  auto comm = make();
+  const at::Tensor reference = train(nullptr, 1, {});
+  const at::Tensor distributed = train(comm.get(), 1, allow_spare());
+  EXPECT_LE((distributed - reference).abs().max().item<float>(), 1e-5);
+}
+
+TEST(GradSync, ManySmallBucketsGiveTheSameResult) {
+  auto comm = make();
+  GradSyncOptions options = allow_spare();
+  options.first_bucket_mb = 100.0 / (1 << 20);  // 100 bytes
+  options.bucket_mb = 300.0 / (1 << 20);
+  const at::Tensor reference = train(nullptr, 1, {});
+  EXPECT_LE((train(comm.get(), 1, options) - reference).abs().max().item<float>(), 1e-5);
+}
+
+TEST(GradSync, AccumulationUnderNoSyncMatchesOneBigBatch) {
+  auto comm = make();
+  const at::Tensor reference = train(nullptr, 1, {});
+  EXPECT_LE((train(comm.get(), 2, allow_spare()) - reference).abs().max().item<float>(), 1e-5);
+}
+
+TEST(GradSync, BucketsCoverEveryParameterInReverseOrder) {
+  auto comm = make();
+  Net net;
+  GradSyncOptions options;
+  options.first_bucket_mb = 100.0 / (1 << 20);
+  options.bucket_mb = 300.0 / (1 << 20);
+  GradSync sync(named(net), {}, *comm, options);
+  std::vector<size_t> order;
+  for (const auto& bucket : sync.bucket_layout()) order.insert(order.end(), bucket.begin(), bucket.end());
+  ASSERT_EQ(order.size(), 6u);
+  for (size_t i = 0; i < order.size(); ++i) EXPECT_EQ(order[i], i);
+  EXPECT_GT(sync.bucket_layout().size(), 2u);
+  // fc1.weight (6x16 floats = 384 bytes) is larger than a bucket: it gets one of its own.
+  EXPECT_EQ(sync.bucket_layout().back(), (std::vector<size_t>{5}));
+}
+
+TEST(GradSync, UnusedParametersAreAnErrorThatNamesThem) {
+  auto comm = make();
+  Net net;
+  GradSync sync(named(net), {}, *comm);
+  net.forward(at::ones({2, 6})).sum().backward();
+  EXPECT_THROW_WITH(sync.finish(), Error, "parameters [spare.weight, spare.bias] received no gradient");
+}
+
+TEST(GradSync, SecondBackwardBeforeFinishIsAnError) {
+  auto comm = make();
+  Net net;
+  GradSync sync(named(net), {}, *comm, allow_spare());
+  net.forward(at::ones({2, 6})).sum().backward();
+  EXPECT_THROW_WITH(net.forward(at::ones({2, 6})).sum().backward(), Error, "second gradient before GradSync::finish()");
+}
+
+TEST(GradSync, BroadcastsBuffersFromRankZero) {
+  auto comm = make();
+  at::Tensor buffer = at::full({3}, comm->rank() + 5.0);
+  Net net;
+  GradSync sync(named(net), {buffer}, *comm, allow_spare());
+  EXPECT_TRUE(at::equal(buffer, at::full({3}, 5.0)));
+}
+
+}  // namespace
+}  // namespace uel::comm
