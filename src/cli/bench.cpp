@@ -4,9 +4,9 @@
 
 #include <fmt/format.h>
 
-#include "commands.h"
 #include <ATen/ATen.h>
 #include <torch/cuda.h>
+#include "commands.h"
 
 #include "uel/cli/config.h"
 #include "uel/comm/watchdog.h"
@@ -132,16 +132,20 @@ int bench_comm(const Args& args) {
     MPI_Comm_dup(comm::world_comm(), &raw);
   }
   auto sync = [&] {
-    if (device.is_cuda()) torch::cuda::synchronize(device.index());
+    if (device.is_cuda())
+      torch::cuda::synchronize(device.index());
   };
   // Slowest rank's mean seconds per call.
   auto time_calls = [&](int64_t bytes, const std::function<void()>& call) {
-    const int64_t iters = std::max<int64_t>(3, std::min<int64_t>(config.bench.steps, (int64_t{1} << 28) / bytes));
-    for (int64_t i = 0; i < config.bench.warmup; ++i) call();
+    const int64_t iters =
+        std::max<int64_t>(3, std::min<int64_t>(config.bench.steps, (int64_t{1} << 28) / bytes));
+    for (int64_t i = 0; i < config.bench.warmup; ++i)
+      call();
     sync();
     comm->barrier();
     const double start = now_seconds();
-    for (int64_t i = 0; i < iters; ++i) call();
+    for (int64_t i = 0; i < iters; ++i)
+      call();
     sync();
     return comm->all_reduce_scalar((now_seconds() - start) / iters, comm::ReduceOp::kMax);
   };
@@ -158,7 +162,8 @@ int bench_comm(const Args& args) {
     reduce.seconds = time_calls(size, [&] { comm->all_reduce(full, comm::ReduceOp::kSum); });
     if (compare_raw) {
       reduce.raw_mpi_seconds = time_calls(size, [&] {
-        MPI_Allreduce(MPI_IN_PLACE, full.data_ptr<float>(), static_cast<int>(count), MPI_FLOAT, MPI_SUM, raw);
+        MPI_Allreduce(
+            MPI_IN_PLACE, full.data_ptr<float>(), static_cast<int>(count), MPI_FLOAT, MPI_SUM, raw);
       });
     }
     CommResult gather{"all_gather", size};
@@ -177,25 +182,51 @@ int bench_comm(const Args& args) {
   }
 
   std::string table = fmt::format(
-      "comm benchmark: backend {}, {} ranks, device {}\n{:<15} {:>12} {:>12} {:>10} {:>10} {:>12} {:>8}\n",
-      comm->backend(), n, device.str(), "op", "bytes", "time_us", "algbw_GBs", "busbw_GBs", "raw_mpi_us",
+      "comm benchmark: backend {}, {} ranks, device {}\n{:<15} {:>12} {:>12} {:>10} {:>10} {:>12} "
+      "{:>8}\n",
+      comm->backend(),
+      n,
+      device.str(),
+      "op",
+      "bytes",
+      "time_us",
+      "algbw_GBs",
+      "busbw_GBs",
+      "raw_mpi_us",
       "vs_raw");
   std::string json;
   for (const auto& r : results) {
     const bool raw_known = r.raw_mpi_seconds > 0;
     table += fmt::format(
-        "{:<15} {:>12} {:>12.1f} {:>10.3f} {:>10.3f} {:>12} {:>8}\n", r.op, r.bytes, r.seconds * 1e6,
-        r.algbw, r.busbw, raw_known ? fmt::format("{:.1f}", r.raw_mpi_seconds * 1e6) : "-",
+        "{:<15} {:>12} {:>12.1f} {:>10.3f} {:>10.3f} {:>12} {:>8}\n",
+        r.op,
+        r.bytes,
+        r.seconds * 1e6,
+        r.algbw,
+        r.busbw,
+        raw_known ? fmt::format("{:.1f}", r.raw_mpi_seconds * 1e6) : "-",
         raw_known ? fmt::format("{:.3f}", r.seconds / r.raw_mpi_seconds) : "-");
     json += fmt::format(
         R"({}{{"op": "{}", "bytes": {}, "time_us": {:.2f}, "algbw": {:.4f}, "busbw": {:.4f}{}}})",
-        json.empty() ? "" : ", ", r.op, r.bytes, r.seconds * 1e6, r.algbw, r.busbw,
+        json.empty() ? "" : ", ",
+        r.op,
+        r.bytes,
+        r.seconds * 1e6,
+        r.algbw,
+        r.busbw,
         raw_known ? fmt::format(R"(, "raw_mpi_us": {:.2f})", r.raw_mpi_seconds * 1e6) : "");
   }
   if (world.rank == 0) {
-    std::printf("%s%s\n", table.c_str(),
-                fmt::format(R"({{"bench": "comm", "backend": "{}", "ranks": {}, "device": "{}", "results": [{}]}})",
-                            comm->backend(), n, device.str(), json).c_str());
+    std::printf(
+        "%s%s\n",
+        table.c_str(),
+        fmt::format(
+            R"({{"bench": "comm", "backend": "{}", "ranks": {}, "device": "{}", "results": [{}]}})",
+            comm->backend(),
+            n,
+            device.str(),
+            json)
+            .c_str());
   }
   return 0;
 }

@@ -59,22 +59,39 @@ void Config::declare_train(OptionSet& o) {
       &train.threads,
       "LibTorch threads per rank (0 = cores / local ranks)",
       OptionSet::non_negative<int>());
-
 }
 
 void Config::declare_comm(OptionSet& o) {
-  o.add_choice("comm.backend", &comm.backend, {"auto", "mpi", "nccl", "local"},
-               "collectives: auto = nccl on GPUs, mpi on CPUs, local alone");
+  o.add_choice(
+      "comm.backend",
+      &comm.backend,
+      {"auto", "mpi", "nccl", "local"},
+      "collectives: auto = nccl on GPUs, mpi on CPUs, local alone");
   o.add("comm.timeout_s", &comm.timeout_s, "a collective taking longer ends the job (<= 0: never)");
-  o.add("comm.bucket_mb", &comm.bucket_mb, "gradient bucket size (MB)", OptionSet::positive<double>());
-  o.add("comm.first_bucket_mb", &comm.first_bucket_mb, "first gradient bucket size (MB)",
-        OptionSet::positive<double>());
+  o.add(
+      "comm.bucket_mb",
+      &comm.bucket_mb,
+      "gradient bucket size (MB)",
+      OptionSet::positive<double>());
+  o.add(
+      "comm.first_bucket_mb",
+      &comm.first_bucket_mb,
+      "first gradient bucket size (MB)",
+      OptionSet::positive<double>());
 }
 
 void Config::declare_bench(OptionSet& o) {
   o.add_choice("bench.device", &bench.device, {"auto", "cpu", "cuda"}, "bench comm: tensor device");
-  o.add("bench.min_bytes", &bench.min_bytes, "bench comm: smallest message", OptionSet::positive<int64_t>());
-  o.add("bench.max_bytes", &bench.max_bytes, "bench comm: largest message", OptionSet::positive<int64_t>());
+  o.add(
+      "bench.min_bytes",
+      &bench.min_bytes,
+      "bench comm: smallest message",
+      OptionSet::positive<int64_t>());
+  o.add(
+      "bench.max_bytes",
+      &bench.max_bytes,
+      "bench comm: largest message",
+      OptionSet::positive<int64_t>());
   o.add("bench.steps", &bench.steps, "timed steps", OptionSet::positive<int64_t>());
   o.add("bench.warmup", &bench.warmup, "untimed steps first", OptionSet::non_negative<int64_t>());
 }

@@ -56,5 +56,6 @@ int main(int argc, char** argv) {
     return 2;
   }
   // A failure on one rank of a distributed command ends the whole job (MPI_Abort).
-  return uel::comm::run_guarded([&] { return it->second.run(uel::cli::Args(argv + 2, argv + argc)); });
+  return uel::comm::run_guarded(
+      [&] { return it->second.run(uel::cli::Args(argv + 2, argv + argc)); });
 }

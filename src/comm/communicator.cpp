@@ -38,13 +38,15 @@ const char* op_name(Op op) {
 
 int64_t CommStats::total_bytes() const {
   int64_t total = 0;
-  for (const auto& op : ops) total += op.bytes;
+  for (const auto& op : ops)
+    total += op.bytes;
   return total;
 }
 
 double CommStats::total_seconds() const {
   double total = 0;
-  for (const auto& op : ops) total += op.seconds;
+  for (const auto& op : ops)
+    total += op.seconds;
   return total;
 }
 
@@ -140,10 +142,13 @@ at::Tensor LocalCommunicator::reduce_scatter(const at::Tensor& tensor, ReduceOp 
   return tensor.clone();
 }
 
-at::Tensor LocalCommunicator::all_to_all_v(const at::Tensor& tensor, const std::vector<int64_t>& send_counts) {
+at::Tensor LocalCommunicator::all_to_all_v(
+    const at::Tensor& tensor, const std::vector<int64_t>& send_counts) {
   check_tensor(tensor, Op::kAllToAllV);
   UEL_CHECK(
-      send_counts.size() == 1, "local: all_to_all_v needs one send count per rank (1), got {}", send_counts.size());
+      send_counts.size() == 1,
+      "local: all_to_all_v needs one send count per rank (1), got {}",
+      send_counts.size());
   UEL_CHECK(
       send_counts[0] >= 0 && send_counts[0] <= tensor.size(0),
       "local: all_to_all_v sends {} rows but the tensor has {}",

@@ -44,8 +44,10 @@ GradSync::GradSync(
   for (size_t i = 0; i < slots_.size(); ++i) {
     const at::Tensor& p = slots_[i].param;
     // The first bucket is small so its all-reduce starts while backward is still young.
-    const double cap = (buckets_.size() == 1 ? options.first_bucket_mb : options.bucket_mb) * (1 << 20);
-    const bool fits = !buckets_.empty() && bucket_bytes + p.nbytes() <= cap &&
+    const double cap =
+        (buckets_.size() == 1 ? options.first_bucket_mb : options.bucket_mb) * (1 << 20);
+    const bool fits =
+        !buckets_.empty() && bucket_bytes + p.nbytes() <= cap &&
         slots_[buckets_.back().params.front()].param.options().type_equal(p.options()) &&
         slots_[buckets_.back().params.front()].param.device() == p.device();
     if (!fits) {
@@ -58,7 +60,8 @@ GradSync::GradSync(
   }
   for (auto& bucket : buckets_) {
     int64_t total = 0;
-    for (size_t i : bucket.params) total += slots_[i].param.numel();
+    for (size_t i : bucket.params)
+      total += slots_[i].param.numel();
     const at::Tensor& first = slots_[bucket.params.front()].param;
     bucket.flat = at::zeros({total}, first.options().requires_grad(false));
     int64_t offset = 0;
@@ -71,7 +74,8 @@ GradSync::GradSync(
   reset_step();
   comm_ = comm.split();
   for (size_t i = 0; i < slots_.size(); ++i) {
-    slots_[i].hook = slots_[i].param.register_hook([this, i](const at::Tensor& grad) { on_gradient(i, grad); });
+    slots_[i].hook =
+        slots_[i].param.register_hook([this, i](const at::Tensor& grad) { on_gradient(i, grad); });
   }
   worker_ = std::thread([this] { worker_loop(); });
 }
@@ -89,7 +93,8 @@ GradSync::~GradSync() {
 }
 
 void GradSync::reset_step() {
-  for (auto& s : slots_) s.arrived = false;
+  for (auto& s : slots_)
+    s.arrived = false;
   for (auto& b : buckets_) {
     b.pending = static_cast<int64_t>(b.params.size());
     b.ready = false;
@@ -108,7 +113,8 @@ void GradSync::on_gradient(size_t index, const at::Tensor& grad) {
       "parameter '{}' received a second gradient before GradSync::finish(); call finish() after "
       "every synchronised backward, or accumulate under no_sync()",
       s.name);
-  UEL_CHECK(!grad.is_sparse(), "parameter '{}' has a sparse gradient; GradSync needs dense ones", s.name);
+  UEL_CHECK(
+      !grad.is_sparse(), "parameter '{}' has a sparse gradient; GradSync needs dense ones", s.name);
   // Gradients accumulated under no_sync() live in .grad; add them so the average covers them.
   const at::Tensor& existing = s.param.grad();
   if (existing.defined()) {
@@ -159,7 +165,8 @@ void GradSync::worker_loop() {
 }
 
 void GradSync::finish() {
-  UEL_CHECK(!no_sync_, "GradSync::finish() inside no_sync(); finish after the synchronised backward");
+  UEL_CHECK(
+      !no_sync_, "GradSync::finish() inside no_sync(); finish after the synchronised backward");
   // Slots run in reverse registration order; report names in registration order.
   std::vector<std::string> missing;
   std::vector<size_t> missing_index;
@@ -199,7 +206,8 @@ void GradSync::finish() {
   at::Tensor used;
   if (options_.allow_unused) {
     used = at::ones({static_cast<int64_t>(slots_.size())}, at::kInt);
-    for (size_t i : missing_index) used[static_cast<int64_t>(i)] = 0;
+    for (size_t i : missing_index)
+      used[static_cast<int64_t>(i)] = 0;
     comm_->all_reduce(used, ReduceOp::kMax);
   }
   {
@@ -222,7 +230,8 @@ void GradSync::finish() {
 
 std::vector<std::vector<size_t>> GradSync::bucket_layout() const {
   std::vector<std::vector<size_t>> layout;
-  for (const auto& b : buckets_) layout.push_back(b.params);
+  for (const auto& b : buckets_)
+    layout.push_back(b.params);
   return layout;
 }
 

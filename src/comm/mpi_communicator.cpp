@@ -76,7 +76,8 @@ at::Tensor host_empty(const at::Tensor& like, at::IntArrayRef sizes) {
 // Elements per row (dimension 0), also for a tensor with no rows.
 int64_t row_numel(const at::Tensor& t) {
   int64_t n = 1;
-  for (int64_t d = 1; d < t.dim(); ++d) n *= t.size(d);
+  for (int64_t d = 1; d < t.dim(); ++d)
+    n *= t.size(d);
   return n;
 }
 
@@ -106,7 +107,8 @@ void MpiCommunicator::all_reduce(at::Tensor& tensor, ReduceOp op) {
   check_tensor(tensor, Op::kAllReduce);
   check_reduce(tensor, op, Op::kAllReduce);
   Timed timed(this, Op::kAllReduce, tensor.nbytes());
-  at::Tensor buffer = narrow_float(tensor) ? tensor.to(at::kCPU, at::kFloat).contiguous() : host_buffer(tensor);
+  at::Tensor buffer =
+      narrow_float(tensor) ? tensor.to(at::kCPU, at::kFloat).contiguous() : host_buffer(tensor);
   UEL_MPI_CHECK(
       MPI_Allreduce(
           MPI_IN_PLACE,
@@ -169,7 +171,14 @@ at::Tensor MpiCommunicator::all_gather_v(const at::Tensor& tensor) {
   const MPI_Datatype type = mpi_type(in.scalar_type());
   UEL_MPI_CHECK(
       MPI_Allgatherv(
-          in.data_ptr(), counts[rank_], type, out.data_ptr(), counts.data(), displs.data(), type, comm_),
+          in.data_ptr(),
+          counts[rank_],
+          type,
+          out.data_ptr(),
+          counts.data(),
+          displs.data(),
+          type,
+          comm_),
       "all_gather_v of {} rows",
       rows);
   return out.to(tensor.device());
@@ -204,7 +213,8 @@ at::Tensor MpiCommunicator::reduce_scatter(const at::Tensor& tensor, ReduceOp op
       size_,
       tensor.size(0));
   Timed timed(this, Op::kReduceScatter, tensor.nbytes());
-  at::Tensor in = narrow_float(tensor) ? tensor.to(at::kCPU, at::kFloat).contiguous() : host_buffer(tensor);
+  at::Tensor in =
+      narrow_float(tensor) ? tensor.to(at::kCPU, at::kFloat).contiguous() : host_buffer(tensor);
   at::Tensor out = host_empty(in, with_first(in, in.size(0) / size_));
   UEL_MPI_CHECK(
       MPI_Reduce_scatter_block(
@@ -222,7 +232,8 @@ at::Tensor MpiCommunicator::reduce_scatter(const at::Tensor& tensor, ReduceOp op
   return out.to(tensor.device(), tensor.scalar_type());
 }
 
-at::Tensor MpiCommunicator::all_to_all_v(const at::Tensor& tensor, const std::vector<int64_t>& send_counts) {
+at::Tensor MpiCommunicator::all_to_all_v(
+    const at::Tensor& tensor, const std::vector<int64_t>& send_counts) {
   check_tensor(tensor, Op::kAllToAllV);
   UEL_CHECK(
       static_cast<int>(send_counts.size()) == size_,

@@ -47,7 +47,8 @@ ncclRedOp_t nccl_op(ReduceOp op) {
 
 int64_t row_numel(const at::Tensor& t) {
   int64_t n = 1;
-  for (int64_t d = 1; d < t.dim(); ++d) n *= t.size(d);
+  for (int64_t d = 1; d < t.dim(); ++d)
+    n *= t.size(d);
   return n;
 }
 
@@ -71,7 +72,8 @@ NcclCommunicator::NcclCommunicator(MPI_Comm bootstrap, int device) : device_(dev
   UEL_CUDA_CHECK(cudaSetDevice(device_), "selecting cuda:{}", device_);
   UEL_NCCL_CHECK(
       ncclCommInitRank(&comm_, size_, id, rank_),
-      "joining NCCL as rank {} of {} on cuda:{} (one GPU per rank: NCCL refuses two ranks on one GPU)",
+      "joining NCCL as rank {} of {} on cuda:{} (one GPU per rank: NCCL refuses two ranks on one "
+      "GPU)",
       rank_,
       size_,
       device_);
@@ -91,12 +93,16 @@ NcclCommunicator::NcclCommunicator(MPI_Comm bootstrap, int device) : device_(dev
 NcclCommunicator::~NcclCommunicator() {
   Watchdog::instance().remove_health_check(health_check_);
   Watchdog::instance().wait_all();
-  if (comm_ != nullptr) ncclCommDestroy(comm_);
-  if (ready_ != nullptr) cudaEventDestroy(ready_);
-  if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  if (comm_ != nullptr)
+    ncclCommDestroy(comm_);
+  if (ready_ != nullptr)
+    cudaEventDestroy(ready_);
+  if (stream_ != nullptr)
+    cudaStreamDestroy(stream_);
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (!finalized && bootstrap_ != MPI_COMM_NULL) MPI_Comm_free(&bootstrap_);
+  if (!finalized && bootstrap_ != MPI_COMM_NULL)
+    MPI_Comm_free(&bootstrap_);
 }
 
 void NcclCommunicator::check_device(const at::Tensor& tensor, Op op) const {
@@ -184,11 +190,16 @@ at::Tensor NcclCommunicator::all_gather_v(const at::Tensor& tensor) {
   Timed timed(this, Op::kAllGatherV, tensor.nbytes());
   const int64_t row = row_numel(tensor);
   for (int64_t other : exchange(row)) {
-    UEL_CHECK(other == row, "nccl: all_gather_v rows differ in size between ranks ({} vs {})", row, other);
+    UEL_CHECK(
+        other == row,
+        "nccl: all_gather_v rows differ in size between ranks ({} vs {})",
+        row,
+        other);
   }
   const std::vector<int64_t> rows = exchange(tensor.size(0));
   int64_t total = 0;
-  for (int64_t r : rows) total += r;
+  for (int64_t r : rows)
+    total += r;
   at::Tensor in = tensor.contiguous();
   at::Tensor out = at::empty(with_first(tensor, total), tensor.options());
   const size_t element = in.element_size();
@@ -268,7 +279,8 @@ at::Tensor NcclCommunicator::reduce_scatter(const at::Tensor& tensor, ReduceOp o
   return out;
 }
 
-at::Tensor NcclCommunicator::all_to_all_v(const at::Tensor& tensor, const std::vector<int64_t>& send_counts) {
+at::Tensor NcclCommunicator::all_to_all_v(
+    const at::Tensor& tensor, const std::vector<int64_t>& send_counts) {
   check_device(tensor, Op::kAllToAllV);
   UEL_CHECK(
       static_cast<int>(send_counts.size()) == size_,
@@ -278,14 +290,19 @@ at::Tensor NcclCommunicator::all_to_all_v(const at::Tensor& tensor, const std::v
   Timed timed(this, Op::kAllToAllV, tensor.nbytes());
   std::vector<int64_t> recv_rows(size_);
   UEL_MPI_CHECK(
-      MPI_Alltoall(send_counts.data(), 1, MPI_INT64_T, recv_rows.data(), 1, MPI_INT64_T, bootstrap_),
+      MPI_Alltoall(
+          send_counts.data(), 1, MPI_INT64_T, recv_rows.data(), 1, MPI_INT64_T, bootstrap_),
       "all_to_all_v counts");
   int64_t total_recv = 0, total_send = 0;
   for (int r = 0; r < size_; ++r) {
     total_recv += recv_rows[r];
     total_send += send_counts[r];
   }
-  UEL_CHECK(total_send <= tensor.size(0), "nccl: all_to_all_v sends {} rows of {}", total_send, tensor.size(0));
+  UEL_CHECK(
+      total_send <= tensor.size(0),
+      "nccl: all_to_all_v sends {} rows of {}",
+      total_send,
+      tensor.size(0));
   const int64_t row = row_numel(tensor);
   at::Tensor in = tensor.contiguous();
   at::Tensor out = at::empty(with_first(tensor, total_recv), tensor.options());

@@ -148,7 +148,8 @@ void Watchdog::wait_all() {
   std::unique_lock<std::mutex> lock(s.mutex);
   s.retired.wait(lock, [&s] {
     for (const auto& [id, op] : s.in_flight) {
-      if (op.probe) return false;
+      if (op.probe)
+        return false;
     }
     return true;
   });

@@ -38,7 +38,8 @@ const WorldInfo& init_world(int* argc, char*** argv) {
   MPI_Comm_size(MPI_COMM_WORLD, &g_world.size);
   MPI_Comm local = MPI_COMM_NULL;
   UEL_MPI_CHECK(
-      MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, g_world.rank, MPI_INFO_NULL, &local),
+      MPI_Comm_split_type(
+          MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, g_world.rank, MPI_INFO_NULL, &local),
       "finding the ranks on this node");
   MPI_Comm_rank(local, &g_world.local_rank);
   MPI_Comm_size(local, &g_world.local_size);
@@ -102,9 +103,7 @@ c10::Device select_device(const std::string& spec) {
     return c10::Device(c10::kCPU);
   }
   UEL_CHECK_CONFIG(
-      spec == "auto" || spec == "cuda",
-      "--train.device='{}' is not one of auto|cpu|cuda",
-      spec);
+      spec == "auto" || spec == "cuda", "--train.device='{}' is not one of auto|cpu|cuda", spec);
   UEL_CHECK_CONFIG(
       cuda,
       "--train.device=cuda but no CUDA device is usable (LibTorch built without CUDA, no GPU, or "
@@ -113,7 +112,8 @@ c10::Device select_device(const std::string& spec) {
   return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(world().local_rank % count));
 }
 
-std::unique_ptr<Communicator> make_communicator(const std::string& backend, const c10::Device& device) {
+std::unique_ptr<Communicator> make_communicator(
+    const std::string& backend, const c10::Device& device) {
   const WorldInfo w = world();
   std::string chosen = backend;
   if (backend == "auto") {

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <torch/cuda.h>
 
 #include "test_util.h"
 #include "uel/comm/communicator.h"
@@ -11,28 +12,69 @@
 namespace uel::comm {
 namespace {
 
-const std::vector<at::ScalarType> kTypes = {at::kFloat, at::kDouble, at::kHalf, at::kBFloat16, at::kInt, at::kLong, at::kByte};
+const std::vector<at::ScalarType> kTypes = {
+    at::kFloat, at::kDouble, at::kHalf, at::kBFloat16, at::kInt, at::kLong, at::kByte};
 
-std::unique_ptr<Communicator> make() {
-  return make_communicator("auto", c10::Device(c10::kCPU));
-}
+// Every test runs for each (device, backend) pair; CUDA pairs skip without a usable GPU.
+struct Setup {
+  std::string device;
+  std::string backend;
+};
 
-TEST(Comm, BackendMatchesTheWorld) {
-  auto comm = make();
+class CommTest : public ::testing::TestWithParam<Setup> {
+ protected:
+  void SetUp() override {
+    if (GetParam().device == "cuda" && !torch::cuda::is_available()) {
+      GTEST_SKIP() << "no usable CUDA device";
+    }
+#ifndef UEL_HAVE_NCCL
+    if (GetParam().backend == "nccl") {
+      GTEST_SKIP() << "built without NCCL";
+    }
+#endif
+    device_ = select_device(GetParam().device);
+    // One process alone has no MPI peers: the local backend stands in for mpi.
+    const std::string backend =
+        GetParam().backend == "mpi" && world().size == 1 ? "local" : GetParam().backend;
+    comm_ = make_communicator(backend, device_);
+  }
+  at::TensorOptions opts(at::ScalarType type) const {
+    return at::TensorOptions().dtype(type).device(device_);
+  }
+  c10::Device device_{c10::kCPU};
+  std::unique_ptr<Communicator> comm_;
+};
+
+INSTANTIATE_TEST_SUITE_P(
+    Backends,
+    CommTest,
+    ::testing::Values(Setup{"cpu", "mpi"}, Setup{"cuda", "mpi"}, Setup{"cuda", "nccl"}),
+    [](const auto& info) { return info.param.device + "_" + info.param.backend; });
+
+TEST_P(CommTest, BackendMatchesTheWorld) {
+  Communicator* comm = comm_.get();
   EXPECT_EQ(comm->size(), world().size);
   EXPECT_EQ(comm->rank(), world().rank);
-  EXPECT_EQ(comm->backend(), world().size > 1 ? "mpi" : "local");
+  const std::string expected = GetParam().backend == "nccl" ? "nccl"
+                               : world().size > 1           ? "mpi"
+                                                            : "local";
+  EXPECT_EQ(comm->backend(), expected);
+  EXPECT_EQ(device_.is_cuda(), GetParam().device == "cuda");
   if (world().size > 1) {
-    EXPECT_THROW_WITH(make_communicator("local", c10::Device(c10::kCPU)), ConfigError, "use mpi or nccl");
+    EXPECT_THROW_WITH(
+        make_communicator("local", c10::Device(c10::kCPU)), ConfigError, "use mpi or nccl");
   }
-  EXPECT_THROW_WITH(make_communicator("gloo", c10::Device(c10::kCPU)), ConfigError, "not one of auto|mpi|nccl|local");
+  EXPECT_THROW_WITH(
+      make_communicator("gloo", c10::Device(c10::kCPU)),
+      ConfigError,
+      "not one of auto|mpi|nccl|local");
 }
 
-TEST(Comm, AllReduceEveryOpAndDtype) {
-  auto comm = make();
+TEST_P(CommTest, AllReduceEveryOpAndDtype) {
+  Communicator* comm = comm_.get();
   const int n = comm->size(), r = comm->rank();
   for (auto type : kTypes) {
-    const auto opts = at::TensorOptions().dtype(type);
+    const auto opts = this->opts(type);
     at::Tensor sum = at::full({5, 3}, r + 1, opts);
     comm->all_reduce(sum, ReduceOp::kSum);
     EXPECT_TRUE(at::equal(sum, at::full({5, 3}, n * (n + 1) / 2, opts))) << c10::toString(type);
@@ -48,11 +90,12 @@ TEST(Comm, AllReduceEveryOpAndDtype) {
       EXPECT_TRUE(at::equal(avg, at::full({4}, n + 1, opts)));
     } else {
       at::Tensor t = at::ones({2}, opts);
-      EXPECT_THROW_WITH(comm->all_reduce(t, ReduceOp::kAvg), Error, "needs a floating-point tensor");
+      EXPECT_THROW_WITH(
+          comm->all_reduce(t, ReduceOp::kAvg), Error, "needs a floating-point tensor");
     }
   }
   // A non-contiguous view is reduced in place too.
-  at::Tensor base = at::full({4, 4}, r + 1.0);
+  at::Tensor base = at::full({4, 4}, r + 1.0, opts(at::kFloat));
   at::Tensor column = base.select(1, 2);
   comm->all_reduce(column, ReduceOp::kSum);
   EXPECT_EQ(base[3][2].item<float>(), n * (n + 1) / 2.0f);
@@ -60,11 +103,11 @@ TEST(Comm, AllReduceEveryOpAndDtype) {
   EXPECT_DOUBLE_EQ(comm->all_reduce_scalar(0.5 * r, ReduceOp::kSum), 0.25 * n * (n - 1));
 }
 
-TEST(Comm, AllGatherConcatenatesInRankOrder) {
-  auto comm = make();
+TEST_P(CommTest, AllGatherConcatenatesInRankOrder) {
+  Communicator* comm = comm_.get();
   const int n = comm->size(), r = comm->rank();
   for (auto type : kTypes) {
-    const auto opts = at::TensorOptions().dtype(type);
+    const auto opts = this->opts(type);
     at::Tensor mine = at::full({2, 3}, r, opts);
     at::Tensor all = comm->all_gather(mine);
     ASSERT_EQ(all.sizes(), (std::vector<int64_t>{2 * n, 3}));
@@ -74,11 +117,11 @@ TEST(Comm, AllGatherConcatenatesInRankOrder) {
   }
 }
 
-TEST(Comm, AllGatherVTakesUnevenAndEmptyContributions) {
-  auto comm = make();
+TEST_P(CommTest, AllGatherVTakesUnevenAndEmptyContributions) {
+  Communicator* comm = comm_.get();
   const int n = comm->size(), r = comm->rank();
   for (auto type : kTypes) {
-    const auto opts = at::TensorOptions().dtype(type);
+    const auto opts = this->opts(type);
     // Rank r contributes r rows (rank 0 none) of value r.
     at::Tensor mine = at::full({r, 2}, r, opts);
     at::Tensor all = comm->all_gather_v(mine);
@@ -93,42 +136,48 @@ TEST(Comm, AllGatherVTakesUnevenAndEmptyContributions) {
   }
 }
 
-TEST(Comm, BroadcastFromTheLastRank) {
-  auto comm = make();
+TEST_P(CommTest, BroadcastFromTheLastRank) {
+  Communicator* comm = comm_.get();
   const int n = comm->size(), r = comm->rank();
   for (auto type : kTypes) {
-    const auto opts = at::TensorOptions().dtype(type);
+    const auto opts = this->opts(type);
     at::Tensor t = at::full({3, 3}, r + 7, opts);
     comm->broadcast(t, n - 1);
     EXPECT_TRUE(at::equal(t, at::full({3, 3}, n - 1 + 7, opts)));
   }
-  at::Tensor t = at::zeros({1});
+  at::Tensor t = at::zeros({1}, opts(at::kFloat));
   EXPECT_THROW_WITH(comm->broadcast(t, n), Error, "broadcast");
 }
 
-TEST(Comm, ReduceScatterSumsBlocks) {
-  auto comm = make();
+TEST_P(CommTest, ReduceScatterSumsBlocks) {
+  Communicator* comm = comm_.get();
   const int n = comm->size(), r = comm->rank();
   for (auto type : kTypes) {
-    const auto opts = at::TensorOptions().dtype(type);
+    const auto opts = this->opts(type);
     // Block b of rank r holds r + b; the reduced block b is sum_r (r + b).
-    at::Tensor in = at::arange(n, opts.dtype(at::kLong)).repeat_interleave(2).view({2 * n, 1}).add(r).to(type);
+    at::Tensor in =
+        at::arange(n, opts.dtype(at::kLong)).repeat_interleave(2).view({2 * n, 1}).add(r).to(type);
     at::Tensor out = comm->reduce_scatter(in, ReduceOp::kSum);
     ASSERT_EQ(out.sizes(), (std::vector<int64_t>{2, 1}));
-    EXPECT_TRUE(at::equal(out, at::full({2, 1}, n * r + n * (n - 1) / 2, opts))) << c10::toString(type);
+    EXPECT_TRUE(at::equal(out, at::full({2, 1}, n * r + n * (n - 1) / 2, opts)))
+        << c10::toString(type);
   }
-  at::Tensor avg = comm->reduce_scatter(at::full({n, 2}, 2.0 * (r + 1)), ReduceOp::kAvg);
-  EXPECT_TRUE(at::equal(avg, at::full({1, 2}, n + 1.0f)));
+  at::Tensor avg =
+      comm->reduce_scatter(at::full({n, 2}, 2.0 * (r + 1), opts(at::kFloat)), ReduceOp::kAvg);
+  EXPECT_TRUE(at::equal(avg, at::full({1, 2}, n + 1.0f, opts(at::kFloat))));
   if (n > 1) {
-    EXPECT_THROW_WITH(comm->reduce_scatter(at::zeros({n + 1}), ReduceOp::kSum), Error, "divisible by the world size");
+    EXPECT_THROW_WITH(
+        comm->reduce_scatter(at::zeros({n + 1}, opts(at::kFloat)), ReduceOp::kSum),
+        Error,
+        "divisible by the world size");
   }
 }
 
-TEST(Comm, AllToAllVRoutesRows) {
-  auto comm = make();
+TEST_P(CommTest, AllToAllVRoutesRows) {
+  Communicator* comm = comm_.get();
   const int n = comm->size(), r = comm->rank();
   for (auto type : kTypes) {
-    const auto opts = at::TensorOptions().dtype(type);
+    const auto opts = this->opts(type);
     // Rank r sends (r + s) % 3 rows of value 10 r + s to rank s (some counts are zero).
     std::vector<int64_t> counts(n);
     std::vector<at::Tensor> parts;
@@ -146,16 +195,19 @@ TEST(Comm, AllToAllVRoutesRows) {
     }
     EXPECT_EQ(out.size(0), row);
   }
-  EXPECT_THROW_WITH(comm->all_to_all_v(at::zeros({1, 1}), std::vector<int64_t>(n + 1, 0)), Error, "one send count per rank");
+  EXPECT_THROW_WITH(
+      comm->all_to_all_v(at::zeros({1, 1}, opts(at::kFloat)), std::vector<int64_t>(n + 1, 0)),
+      Error,
+      "one send count per rank");
 }
 
-TEST(Comm, CountsBytesPerOp) {
-  auto comm = make();
+TEST_P(CommTest, CountsBytesPerOp) {
+  Communicator* comm = comm_.get();
   comm->reset_stats();
-  at::Tensor t = at::zeros({256});
+  at::Tensor t = at::zeros({256}, opts(at::kFloat));
   comm->all_reduce(t, ReduceOp::kSum);
   comm->all_reduce(t, ReduceOp::kSum);
-  comm->all_gather(at::zeros({8, 4}, at::kDouble));
+  comm->all_gather(at::zeros({8, 4}, opts(at::kDouble)));
   comm->barrier();
   const CommStats stats = comm->stats();
   EXPECT_EQ(stats.ops[static_cast<int>(Op::kAllReduce)].calls, 2);
@@ -166,12 +218,12 @@ TEST(Comm, CountsBytesPerOp) {
   EXPECT_GE(stats.total_seconds(), 0.0);
 }
 
-TEST(Comm, SplitGivesAnIndependentCommunicator) {
-  auto comm = make();
+TEST_P(CommTest, SplitGivesAnIndependentCommunicator) {
+  Communicator* comm = comm_.get();
   auto other = comm->split();
   EXPECT_EQ(other->size(), comm->size());
   EXPECT_EQ(other->rank(), comm->rank());
-  at::Tensor t = at::ones({3});
+  at::Tensor t = at::ones({3}, opts(at::kFloat));
   other->all_reduce(t, ReduceOp::kSum);
   EXPECT_EQ(t[0].item<float>(), comm->size());
 }

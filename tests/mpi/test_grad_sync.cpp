@@ -20,7 +20,9 @@ std::unique_ptr<Communicator> make() {
 
 // Deterministic data that every rank can build whole: row i of a [rows, cols] matrix.
 at::Tensor global_data(int64_t rows, int64_t cols, double phase) {
-  return at::sin(at::arange(rows * cols, at::kDouble).mul(0.37).add(phase)).view({rows, cols}).to(at::kFloat);
+  return at::sin(at::arange(rows * cols, at::kDouble).mul(0.37).add(phase))
+      .view({rows, cols})
+      .to(at::kFloat);
 }
 
 // A softmax over all rows of the global batch, as the ISIF loss computes it: query i scores
@@ -62,7 +64,8 @@ struct Net : torch::nn::Module {
 
 std::vector<std::pair<std::string, at::Tensor>> named(Net& net) {
   std::vector<std::pair<std::string, at::Tensor>> out;
-  for (const auto& item : net.named_parameters()) out.emplace_back(item.key(), item.value());
+  for (const auto& item : net.named_parameters())
+    out.emplace_back(item.key(), item.value());
   return out;
 }
 
@@ -77,7 +80,8 @@ at::Tensor train(Communicator* comm, int micro, GradSyncOptions options) {
   if (comm != nullptr) {
     sync = std::make_unique<GradSync>(named(net), std::vector<at::Tensor>{}, *comm, options);
   }
-  torch::optim::SGD opt(net.parameters(), torch::optim::SGDOptions(0.1).momentum(0.9).weight_decay(5e-4));
+  torch::optim::SGD opt(
+      net.parameters(), torch::optim::SGDOptions(0.1).momentum(0.9).weight_decay(5e-4));
   const int64_t global = 32, local = global / n, part = local / micro;
   for (int step = 0; step < 10; ++step) {
     at::Tensor x = global_data(global, 6, step);
@@ -85,7 +89,10 @@ at::Tensor train(Communicator* comm, int micro, GradSyncOptions options) {
     opt.zero_grad();
     for (int m = 0; m < micro; ++m) {
       const int64_t begin = r * local + m * part;
-      auto loss = torch::mse_loss(net.forward(x.slice(0, begin, begin + part)), y.slice(0, begin, begin + part)) / micro;
+      auto loss =
+          torch::mse_loss(
+              net.forward(x.slice(0, begin, begin + part)), y.slice(0, begin, begin + part)) /
+          micro;
       if (sync && m + 1 < micro) {
         auto guard = sync->no_sync();
         loss.backward();
@@ -93,11 +100,13 @@ at::Tensor train(Communicator* comm, int micro, GradSyncOptions options) {
         loss.backward();
       }
     }
-    if (sync) sync->finish();
+    if (sync)
+      sync->finish();
     opt.step();
   }
   std::vector<at::Tensor> flat;
-  for (auto& p : net.parameters()) flat.push_back(p.detach().flatten());
+  for (auto& p : net.parameters())
+    flat.push_back(p.detach().flatten());
   return at::cat(flat);
 }
 
@@ -137,9 +146,11 @@ TEST(GradSync, BucketsCoverEveryParameterInReverseOrder) {
   options.bucket_mb = 300.0 / (1 << 20);
   GradSync sync(named(net), {}, *comm, options);
   std::vector<size_t> order;
-  for (const auto& bucket : sync.bucket_layout()) order.insert(order.end(), bucket.begin(), bucket.end());
+  for (const auto& bucket : sync.bucket_layout())
+    order.insert(order.end(), bucket.begin(), bucket.end());
   ASSERT_EQ(order.size(), 6u);
-  for (size_t i = 0; i < order.size(); ++i) EXPECT_EQ(order[i], i);
+  for (size_t i = 0; i < order.size(); ++i)
+    EXPECT_EQ(order[i], i);
   EXPECT_GT(sync.bucket_layout().size(), 2u);
   // fc1.weight (6x16 floats = 384 bytes) is larger than a bucket: it gets one of its own.
   EXPECT_EQ(sync.bucket_layout().back(), (std::vector<size_t>{5}));
@@ -150,7 +161,8 @@ TEST(GradSync, UnusedParametersAreAnErrorThatNamesThem) {
   Net net;
   GradSync sync(named(net), {}, *comm);
   net.forward(at::ones({2, 6})).sum().backward();
-  EXPECT_THROW_WITH(sync.finish(), Error, "parameters [spare.weight, spare.bias] received no gradient");
+  EXPECT_THROW_WITH(
+      sync.finish(), Error, "parameters [spare.weight, spare.bias] received no gradient");
 }
 
 TEST(GradSync, SecondBackwardBeforeFinishIsAnError) {
@@ -158,7 +170,10 @@ TEST(GradSync, SecondBackwardBeforeFinishIsAnError) {
   Net net;
   GradSync sync(named(net), {}, *comm, allow_spare());
   net.forward(at::ones({2, 6})).sum().backward();
-  EXPECT_THROW_WITH(net.forward(at::ones({2, 6})).sum().backward(), Error, "second gradient before GradSync::finish()");
+  EXPECT_THROW_WITH(
+      net.forward(at::ones({2, 6})).sum().backward(),
+      Error,
+      "second gradient before GradSync::finish()");
 }
 
 TEST(GradSync, BroadcastsBuffersFromRankZero) {

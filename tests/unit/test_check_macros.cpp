@@ -21,21 +21,26 @@ namespace {
 
 TEST(CheckMacros, MpiFailureBecomesCommError) {
   EXPECT_NO_THROW(UEL_MPI_CHECK(MPI_SUCCESS, "fine"));
-  EXPECT_THROW_WITH(UEL_MPI_CHECK(MPI_ERR_COUNT, "sending {} floats", 3), CommError, "(sending 3 floats)");
+  EXPECT_THROW_WITH(
+      UEL_MPI_CHECK(MPI_ERR_COUNT, "sending {} floats", 3), CommError, "(sending 3 floats)");
   try {
     UEL_MPI_CHECK(MPI_ERR_COUNT, "x");
   } catch (const CommError& e) {
     char expected[MPI_MAX_ERROR_STRING];
     int len = 0;
     MPI_Error_string(MPI_ERR_COUNT, expected, &len);
-    EXPECT_NE(std::string(e.what()).find(std::string(expected, len)), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(std::string(expected, len)), std::string::npos)
+        << e.what();
     EXPECT_EQ(e.exit_code(), 4);
   }
 }
 
 #ifdef UEL_HAVE_CUDA
 TEST(CheckMacros, CudaFailureBecomesCudaError) {
-  EXPECT_THROW_WITH(UEL_CUDA_CHECK(cudaErrorInvalidValue, "copying"), CudaError, cudaGetErrorString(cudaErrorInvalidValue));
+  EXPECT_THROW_WITH(
+      UEL_CUDA_CHECK(cudaErrorInvalidValue, "copying"),
+      CudaError,
+      cudaGetErrorString(cudaErrorInvalidValue));
 }
 #else
 TEST(CheckMacros, CudaFailureBecomesCudaError) {
@@ -45,7 +50,10 @@ TEST(CheckMacros, CudaFailureBecomesCudaError) {
 
 #ifdef UEL_HAVE_NCCL
 TEST(CheckMacros, NcclFailureBecomesCommError) {
-  EXPECT_THROW_WITH(UEL_NCCL_CHECK(ncclInvalidArgument, "all_reduce"), CommError, ncclGetErrorString(ncclInvalidArgument));
+  EXPECT_THROW_WITH(
+      UEL_NCCL_CHECK(ncclInvalidArgument, "all_reduce"),
+      CommError,
+      ncclGetErrorString(ncclInvalidArgument));
 }
 #else
 TEST(CheckMacros, NcclFailureBecomesCommError) {

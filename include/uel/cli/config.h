@@ -20,8 +20,8 @@ struct TrainOptions {
 
 struct CommOptions {
   std::string backend = "auto";  // auto|mpi|nccl|local
-  double timeout_s = 300;  // a collective running longer ends the job
-  double bucket_mb = 25;  // gradient buckets
+  double timeout_s = 300;        // a collective running longer ends the job
+  double bucket_mb = 25;         // gradient buckets
   double first_bucket_mb = 1;
 };
 

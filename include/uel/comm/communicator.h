@@ -21,13 +21,21 @@ namespace uel::comm {
 
 enum class ReduceOp { kSum, kAvg, kMax, kMin };
 
-enum class Op { kAllReduce, kAllGather, kAllGatherV, kBroadcast, kReduceScatter, kAllToAllV, kBarrier };
+enum class Op {
+  kAllReduce,
+  kAllGather,
+  kAllGatherV,
+  kBroadcast,
+  kReduceScatter,
+  kAllToAllV,
+  kBarrier
+};
 constexpr int kNumOps = 7;
 const char* op_name(Op op);
 
 struct OpStats {
   int64_t calls = 0;
-  int64_t bytes = 0;  // bytes of the tensors handed to the op by this rank
+  int64_t bytes = 0;   // bytes of the tensors handed to the op by this rank
   double seconds = 0;  // host time inside the op (for NCCL: to enqueue and, if waited, finish)
 };
 
@@ -56,7 +64,8 @@ class Communicator {
   virtual at::Tensor reduce_scatter(const at::Tensor& tensor, ReduceOp op) = 0;
   // Sends rows [offset_s, offset_s + send_counts[s]) of tensor to rank s (offsets are running
   // sums); returns the rows received, ordered by source rank.
-  virtual at::Tensor all_to_all_v(const at::Tensor& tensor, const std::vector<int64_t>& send_counts) = 0;
+  virtual at::Tensor all_to_all_v(
+      const at::Tensor& tensor, const std::vector<int64_t>& send_counts) = 0;
   virtual void barrier() = 0;
 
   // An independent communicator over the same ranks (collective: every rank calls it).
@@ -108,7 +117,8 @@ class LocalCommunicator : public Communicator {
   at::Tensor all_gather_v(const at::Tensor& tensor) override;
   void broadcast(at::Tensor& tensor, int root) override;
   at::Tensor reduce_scatter(const at::Tensor& tensor, ReduceOp op) override;
-  at::Tensor all_to_all_v(const at::Tensor& tensor, const std::vector<int64_t>& send_counts) override;
+  at::Tensor all_to_all_v(
+      const at::Tensor& tensor, const std::vector<int64_t>& send_counts) override;
   void barrier() override;
   std::unique_ptr<Communicator> split() override;
 };

@@ -73,7 +73,7 @@ class GradSync {
     at::Tensor flat;
     std::vector<size_t> params;
     int64_t pending = 0;  // gradients still to arrive this step
-    bool ready = false;  // all gradients in, may launch
+    bool ready = false;   // all gradients in, may launch
     bool reduced = false;
   };
   struct Slot {

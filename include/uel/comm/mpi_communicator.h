@@ -28,7 +28,8 @@ class MpiCommunicator : public Communicator {
   at::Tensor all_gather_v(const at::Tensor& tensor) override;
   void broadcast(at::Tensor& tensor, int root) override;
   at::Tensor reduce_scatter(const at::Tensor& tensor, ReduceOp op) override;
-  at::Tensor all_to_all_v(const at::Tensor& tensor, const std::vector<int64_t>& send_counts) override;
+  at::Tensor all_to_all_v(
+      const at::Tensor& tensor, const std::vector<int64_t>& send_counts) override;
   void barrier() override;
   std::unique_ptr<Communicator> split() override;
 

@@ -44,6 +44,7 @@ c10::Device select_device(const std::string& spec);
 
 // "auto": nccl for CUDA devices when built with NCCL, mpi when distributed, else local;
 // or "mpi", "nccl", "local". Collective: every rank calls it.
-std::unique_ptr<Communicator> make_communicator(const std::string& backend, const c10::Device& device);
+std::unique_ptr<Communicator> make_communicator(
+    const std::string& backend, const c10::Device& device);
 
 }  // namespace uel::comm
