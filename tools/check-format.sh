@@ -2,7 +2,7 @@
 # Fails when a tracked C++ source differs from .clang-format's layout; `--fix` rewrites them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mapfile -t files < <(git ls-files '*.cpp' '*.h' '*.cu' 2>/dev/null || find src include tests -name '*.cpp' -o -name '*.h')
+mapfile -t files < <(git ls-files --cached --others --exclude-standard '*.cpp' '*.h' '*.cu' 2>/dev/null || find src include tests -name '*.cpp' -o -name '*.h')
 if [[ ${1:-} == --fix ]]; then
   clang-format -i "${files[@]}"
   exit 0
