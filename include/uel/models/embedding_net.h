@@ -1,0 +1,64 @@
+#pragma once
+
+// Embedding networks: a backbone (small CNN for 28x28 inputs, ResNet-18/50 with a CIFAR or an
+// ImageNet stem) followed by a linear head to model.low_dim and L2 normalisation (ISIF/NCE).
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
+
+#include "uel/comm/communicator.h"
+
+namespace uel::models {
+
+struct ModelConfig {
+  std::string arch = "small_cnn";  // small_cnn | resnet18 | resnet50
+  std::string stem = "cifar";      // cifar (3x3 conv, no max-pool) | imagenet (7x7/2 + max-pool)
+  int64_t low_dim = 128;
+  int64_t width = 32;       // small_cnn: channels of its first layer (doubling after)
+  int64_t in_channels = 3;  // follows the dataset
+  bool sync_bn = false;     // batch statistics over all ranks (needs `comm`)
+};
+
+const std::vector<std::string>& backbone_names();
+
+// Feature extractor: [N, C, H, W] -> [N, out_features()].
+class BackboneImpl : public torch::nn::Module {
+ public:
+  virtual at::Tensor forward(const at::Tensor& x) = 0;
+  virtual int64_t out_features() const = 0;
+};
+
+class EmbeddingNetImpl : public torch::nn::Module {
+ public:
+  EmbeddingNetImpl(const ModelConfig& config, std::shared_ptr<comm::Communicator> comm);
+  // L2-normalised embeddings [N, low_dim].
+  at::Tensor forward(const at::Tensor& x);
+
+  const ModelConfig& config() const {
+    return config_;
+  }
+
+ private:
+  ModelConfig config_;
+  std::shared_ptr<BackboneImpl> backbone_;
+  torch::nn::Linear head_{nullptr};
+};
+TORCH_MODULE(EmbeddingNet);
+
+// The plain factory: an error lists the valid names.
+std::shared_ptr<BackboneImpl> make_backbone(
+    const ModelConfig& config, std::shared_ptr<comm::Communicator> comm);
+
+// Weights as a LibTorch archive (torch::serialize): one entry per parameter and buffer, keyed by
+// its dotted name (e.g. "backbone.layer1.0.conv1.weight"). load_weights checks names and shapes;
+// strict=false skips entries the archive lacks (e.g. a new head) and reports them.
+void save_weights(torch::nn::Module& module, const std::string& path);
+std::vector<std::string> load_weights(
+    torch::nn::Module& module, const std::string& path, bool strict);
+
+}  // namespace uel::models
