@@ -14,6 +14,7 @@
 #include "uel/core/error.h"
 #include "uel/core/logging.h"
 #include "uel/data/pipeline.h"
+#include "uel/train/trainer.h"
 
 namespace uel::cli {
 namespace {
@@ -231,12 +232,46 @@ int bench_comm(const Args& args) {
   return 0;
 }
 
+// Full training steps (data + forward + backward + gradient sync + SGD) per second.
+int bench_step(const Args& args) {
+  Config config;
+  config.bench.steps = 20;
+  config.bench.warmup = 3;
+  OptionSet options("[mpirun -np N] uel bench step --config configs/X.ini [--section.key=value ...]");
+  config.declare(options);
+  if (!options.parse(args)) {
+    return 0;
+  }
+  config.validate();
+  config.eval.every = 0;  // no evaluation inside the timing
+  config.resolved_ini = options.to_ini();
+  const comm::WorldInfo& world = comm::init_world(nullptr, nullptr);
+  configure_compute(config.train.threads, world.local_size);
+  train::Trainer trainer(config, "");
+  const double img_per_s = trainer.benchmark(config.bench.steps, config.bench.warmup);
+  if (world.rank == 0) {
+    std::printf(
+        "%s\n",
+        fmt::format(
+            "step benchmark: {} {} on {}, {} ranks, global batch {} ({} views/step), {} steps\n"
+            "{:.1f} instances/s ({:.1f} views/s, {:.1f} instances/s per rank)\n"
+            R"({{"bench": "step", "method": "{}", "arch": "{}", "data": "{}", "ranks": {}, "batch": {}, )"
+            R"("threads": {}, "steps": {}, "img_per_s": {:.2f}}})",
+            config.train.method, config.model.arch, config.data.train, world.size, config.train.batch_size,
+            2 * config.train.batch_size, config.bench.steps, img_per_s, 2 * img_per_s, img_per_s / world.size,
+            config.train.method, config.model.arch, config.data.train, world.size, config.train.batch_size,
+            at::get_num_threads(), config.bench.steps, img_per_s)
+            .c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 int run_bench(const Args& args) {
   UEL_CHECK_CONFIG(
       !args.empty() && args.front()[0] != '-',
-      "usage: uel bench <loader|comm> [options]; `uel bench <name> --help` lists the options");
+      "usage: uel bench <loader|comm|step> [options]; `uel bench <name> --help` lists the options");
   const std::string which = args.front();
   const Args rest(args.begin() + 1, args.end());
   if (which == "loader") {
@@ -245,7 +280,10 @@ int run_bench(const Args& args) {
   if (which == "comm") {
     return bench_comm(rest);
   }
-  UEL_CHECK_CONFIG(false, "unknown benchmark '{}'; available: loader, comm", which);
+  if (which == "step") {
+    return bench_step(rest);
+  }
+  UEL_CHECK_CONFIG(false, "unknown benchmark '{}'; available: loader, comm, step", which);
   return 2;
 }
 

@@ -65,6 +65,11 @@ class GradSync {
     return NoSync(this);
   }
 
+  // Traffic of the bucket all-reduces (they run on this object's own communicator).
+  CommStats comm_stats() const {
+    return comm_->stats();
+  }
+
   // Parameter indices of each bucket, in launch order (for tests and logs).
   std::vector<std::vector<size_t>> bucket_layout() const;
 

@@ -1,0 +1,33 @@
+#pragma once
+
+// Checkpoints (DESIGN.md §1): RUN/checkpoints/step-NNNNNNN/ with model.pt (weights archive),
+// optim.pt (optimizer state), state.json, and DONE, which rank 0 writes last after a barrier: a
+// folder without DONE is incomplete and ignored.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace uel::train {
+
+struct CheckpointState {
+  int64_t epoch = 0;  // epoch to continue in
+  int64_t step_in_epoch = 0;  // first step of that epoch still to run
+  int64_t global_step = 0;  // steps done
+  uint64_t seed = 0;
+  int world_size = 1;
+  std::string config_hash;
+  std::string git_sha;
+};
+
+std::string checkpoint_dir(const std::string& run_dir, int64_t global_step);
+// The newest complete checkpoint of a run, if any.
+std::optional<std::string> latest_checkpoint(const std::string& run_dir);
+// Removes all but the newest `keep` complete checkpoints (and incomplete ones older than them).
+void prune_checkpoints(const std::string& run_dir, int64_t keep);
+
+void write_state(const std::string& dir, const CheckpointState& state);
+CheckpointState read_state(const std::string& dir);
+void mark_done(const std::string& dir);
+
+}  // namespace uel::train

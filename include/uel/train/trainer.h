@@ -1,0 +1,111 @@
+#pragma once
+
+// The one place that orchestrates a training step (DESIGN.md §2): sampler -> HDF5 read -> two
+// augmented views -> embedding net -> loss (collectives through the communicator) -> backward
+// (GradSync all-reduces buckets as they fill) -> SGD -> metrics, checkpoints, kNN evaluation.
+
+#include <cstdint>
+#include <fstream>
+#include <memory>
+#include <string>
+
+#include <torch/optim/sgd.h>
+
+#include "uel/comm/communicator.h"
+#include "uel/comm/grad_sync.h"
+#include "uel/data/pipeline.h"
+#include "uel/eval/knn.h"
+#include "uel/losses/isif.h"
+#include "uel/models/embedding_net.h"
+#include "uel/train/schedule.h"
+
+namespace uel::train {
+
+struct TrainConfig {
+  std::string method = "isif";
+  int64_t batch_size = 128;  // global, in instances (each gives two views)
+  int64_t epochs = 200;
+  int64_t max_steps = 0;  // 0 = no cap; a capped run resumes into the same schedule
+  ScheduleConfig schedule;
+  double momentum = 0.9;
+  double weight_decay = 5e-4;
+  uint64_t seed = 0;
+  int threads = 0;  // LibTorch threads per rank; 0 = cores / local ranks
+  int64_t log_every = 50;  // steps
+  int64_t checkpoint_every = 0;  // steps; 0 = at the end of every epoch
+  int64_t keep = 2;
+  std::string resume = "auto";  // auto | none | PATH of a checkpoint folder
+  std::string device = "auto";  // auto | cpu | cuda
+};
+
+struct EvalConfig {
+  int64_t every = 1;  // epochs; 0 = never during training
+  eval::KnnConfig knn;
+  int64_t batch_size = 256;
+};
+
+struct CommConfig {
+  std::string backend = "auto";
+  double timeout_s = 300;
+  double bucket_mb = 25;
+  double first_bucket_mb = 1;
+};
+
+struct RunConfig {
+  data::DataConfig data;
+  data::AugmentConfig aug;
+  models::ModelConfig model;
+  std::string weights;  // optional initial weights (archive from save_weights or a checkpoint)
+  TrainConfig train;
+  losses::IsifConfig isif;
+  EvalConfig eval;
+  CommConfig comm;
+  std::string resolved_ini;  // saved as RUN/config.ini
+};
+
+// Checks across sections that parsing cannot see alone.
+void validate(const RunConfig& config);
+
+class Trainer {
+ public:
+  // Collective: every rank constructs it (MPI must be initialised).
+  Trainer(RunConfig config, std::string run_dir);
+  ~Trainer();
+
+  // Trains to the end of the schedule or to train.max_steps, resuming per train.resume.
+  void run();
+  // Images (instances) per second of full training steps, after `warmup` untimed ones.
+  double benchmark(int64_t steps, int64_t warmup);
+  // Loads weights (and, with optimizer state, the position) of a checkpoint folder.
+  void load_checkpoint(const std::string& dir, bool with_state);
+  // Weighted kNN of the test set against the (sharded) training set, eval transform.
+  eval::KnnResult evaluate_knn();
+
+  models::EmbeddingNet& model() {
+    return model_;
+  }
+  // L2-normalised embeddings of this rank's shard of `positions` in `dataset`.
+  at::Tensor embed(const data::ImageDataset& dataset, const std::vector<int64_t>& positions);
+
+ private:
+  double train_step(const data::Batch& batch, double lr);
+  void save_checkpoint();
+  void log_metrics(const std::string& json);
+  void truncate_metrics_after(int64_t step);
+
+  RunConfig config_;
+  std::string run_dir_;
+  c10::Device device_{c10::kCPU};
+  std::shared_ptr<comm::Communicator> comm_;
+  data::TrainData input_;
+  std::shared_ptr<const data::ImageDataset> test_;
+  std::vector<int64_t> test_positions_;
+  models::EmbeddingNet model_{nullptr};
+  std::unique_ptr<torch::optim::SGD> optimizer_;
+  std::unique_ptr<comm::GradSync> grad_sync_;
+  int64_t epoch_ = 0;
+  int64_t step_in_epoch_ = 0;
+  int64_t global_step_ = 0;
+};
+
+}  // namespace uel::train

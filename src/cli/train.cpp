@@ -1,0 +1,126 @@
+// uel train | eval | embed: the commands that build a Trainer.
+
+#include <cstdio>
+#include <filesystem>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include "commands.h"
+#include "uel/cli/config.h"
+#include "uel/comm/world.h"
+#include "uel/core/error.h"
+#include "uel/core/logging.h"
+#include "uel/data/dataset.h"
+#include "uel/train/checkpoint.h"
+#include "uel/train/trainer.h"
+
+namespace uel::cli {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Parses a run's own config.ini first, then the command line (`--run RUN` reads RUN/config.ini).
+bool parse_with_run(OptionSet& options, std::string* run, const Args& args) {
+  Args full = args;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string value;
+    if (args[i] == "--run" && i + 1 < args.size()) value = args[i + 1];
+    if (args[i].rfind("--run=", 0) == 0) value = args[i].substr(6);
+    if (!value.empty()) {
+      const std::string ini = (fs::path(value) / "config.ini").string();
+      UEL_CHECK_CONFIG(fs::is_regular_file(ini), "--run '{}' holds no config.ini; is it a `uel train --out` folder?", value);
+      full.insert(full.begin(), {"--config", ini});
+    }
+  }
+  if (!options.parse(full)) return false;
+  UEL_CHECK_CONFIG(!run->empty(), "--run RUN is required");
+  return true;
+}
+
+std::string latest_or_fail(const std::string& run) {
+  auto dir = train::latest_checkpoint(run);
+  UEL_CHECK_DATA(dir.has_value(), "'{}' has no complete checkpoint yet", run);
+  return *dir;
+}
+
+}  // namespace
+
+int run_train(const Args& args) {
+  Config config;
+  std::string out;
+  OptionSet options("[mpirun -np N] uel train --config configs/X.ini --out RUN [--section.key=value ...]");
+  config.declare(options);
+  options.add("out", &out, "run folder: config.ini, metrics.jsonl, checkpoints/");
+  if (!options.parse(args)) return 0;
+  UEL_CHECK_CONFIG(!out.empty(), "--out RUN is required (the run folder)");
+  config.validate();
+  train::validate(config);
+  config.resolved_ini = options.to_ini();
+  const comm::WorldInfo& world = comm::init_world(nullptr, nullptr);
+  configure_compute(config.train.threads, world.local_size);
+  train::Trainer trainer(config, out);
+  trainer.run();
+  return 0;
+}
+
+int run_eval(const Args& args) {
+  Config config;
+  std::string run, protocol = "knn";
+  OptionSet options("[mpirun -np N] uel eval --run RUN [--protocol knn]");
+  config.declare(options);
+  options.add("run", &run, "run folder of `uel train`");
+  options.add_choice("protocol", &protocol, {"knn"}, "evaluation protocol (recall and nmi to come)");
+  if (!parse_with_run(options, &run, args)) return 0;
+  config.validate();
+  const comm::WorldInfo& world = comm::init_world(nullptr, nullptr);
+  configure_compute(config.train.threads, world.local_size);
+  const std::string checkpoint = latest_or_fail(run);
+  config.weights.clear();
+  train::Trainer trainer(config, run);
+  trainer.load_checkpoint(checkpoint, /*with_state=*/false);
+  const eval::KnnResult knn = trainer.evaluate_knn();
+  if (world.rank == 0) {
+    std::printf(
+        "%s\n",
+        fmt::format(
+            R"({{"knn_top1": {:.4f}, "knn_top5": {:.4f}, "k": {}, "tau": {}, "queries": {}, "checkpoint": "{}"}})",
+            knn.top1, knn.top5, config.eval.knn.k, config.eval.knn.tau, knn.queries, checkpoint)
+            .c_str());
+  }
+  return 0;
+}
+
+int run_embed(const Args& args) {
+  Config config;
+  std::string run, data, out;
+  OptionSet options("[mpirun -np N] uel embed --run RUN --data F.h5 --out E.h5");
+  config.declare(options);
+  options.add("run", &run, "run folder of `uel train`");
+  options.add("data", &data, "dataset to embed (HDF5 from `uel prepare`)");
+  options.add("out", &out, "output HDF5: /embeddings float32 [N, low_dim], /labels int64 [N]");
+  if (!parse_with_run(options, &run, args)) return 0;
+  UEL_CHECK_CONFIG(!data.empty() && !out.empty(), "--data and --out are required");
+  config.validate();
+  const comm::WorldInfo& world = comm::init_world(nullptr, nullptr);
+  configure_compute(config.train.threads, world.local_size);
+  const std::string checkpoint = latest_or_fail(run);
+  config.weights.clear();
+  train::Trainer trainer(config, run);
+  trainer.load_checkpoint(checkpoint, /*with_state=*/false);
+  data::ImageDataset dataset(data, config.data.memory_mb << 20);
+  std::vector<int64_t> all(dataset.size());
+  for (int64_t i = 0; i < dataset.size(); ++i) all[i] = i;
+  at::Tensor features = trainer.embed(dataset, all).to(at::kCPU);
+  // Shards are contiguous and in rank order, so the gather restores dataset order.
+  auto comm = comm::make_communicator(config.comm.backend, c10::Device(c10::kCPU));
+  at::Tensor gathered = comm->all_gather_v(features);
+  if (world.rank == 0) {
+    data::write_embeddings(out, gathered, dataset.labels(), data, checkpoint);
+    log_info("wrote {} ({} x {} embeddings of {})", out, gathered.size(0), gathered.size(1), data);
+  }
+  return 0;
+}
+
+}  // namespace uel::cli

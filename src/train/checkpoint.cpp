@@ -1,0 +1,108 @@
+#include "uel/train/checkpoint.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "uel/core/error.h"
+
+namespace uel::train {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Complete and incomplete checkpoint folders, oldest first.
+std::vector<std::pair<int64_t, fs::path>> list_checkpoints(const std::string& run_dir) {
+  std::vector<std::pair<int64_t, fs::path>> out;
+  const fs::path root = fs::path(run_dir) / "checkpoints";
+  if (!fs::is_directory(root)) return out;
+  static const std::regex pattern("step-([0-9]+)");
+  for (const auto& entry : fs::directory_iterator(root)) {
+    std::smatch m;
+    const std::string name = entry.path().filename().string();
+    if (entry.is_directory() && std::regex_match(name, m, pattern)) {
+      out.emplace_back(std::stoll(m[1]), entry.path());
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// Reads `"key": value` from our own flat JSON.
+std::string json_field(const std::string& text, const std::string& key, const std::string& path) {
+  const std::regex pattern("\"" + key + "\"\\s*:\\s*\"?([^\",}]*)\"?");
+  std::smatch m;
+  UEL_CHECK_DATA(std::regex_search(text, m, pattern), "'{}' lacks \"{}\"; the checkpoint is damaged", path, key);
+  return m[1];
+}
+
+}  // namespace
+
+std::string checkpoint_dir(const std::string& run_dir, int64_t global_step) {
+  return (fs::path(run_dir) / "checkpoints" / fmt::format("step-{:07d}", global_step)).string();
+}
+
+std::optional<std::string> latest_checkpoint(const std::string& run_dir) {
+  auto all = list_checkpoints(run_dir);
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    if (fs::exists(it->second / "DONE")) return it->second.string();
+  }
+  return std::nullopt;
+}
+
+void prune_checkpoints(const std::string& run_dir, int64_t keep) {
+  auto all = list_checkpoints(run_dir);
+  int64_t complete_seen = 0;
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    const bool complete = fs::exists(it->second / "DONE");
+    if (complete) ++complete_seen;
+    // Keep the newest `keep` complete ones and anything newer than them (maybe being written).
+    if (complete_seen > keep || (!complete && complete_seen >= keep && keep > 0)) {
+      std::error_code ec;
+      fs::remove_all(it->second, ec);
+    }
+  }
+}
+
+void write_state(const std::string& dir, const CheckpointState& s) {
+  std::ofstream out(fs::path(dir) / "state.json");
+  out << fmt::format(
+      "{{\"epoch\": {}, \"step_in_epoch\": {}, \"global_step\": {}, \"seed\": {}, \"world_size\": {}, "
+      "\"config_hash\": \"{}\", \"git_sha\": \"{}\"}}\n",
+      s.epoch, s.step_in_epoch, s.global_step, s.seed, s.world_size, s.config_hash, s.git_sha);
+  UEL_CHECK_DATA(out.good(), "cannot write '{}/state.json' (disk full?)", dir);
+}
+
+CheckpointState read_state(const std::string& dir) {
+  const std::string path = (fs::path(dir) / "state.json").string();
+  std::ifstream in(path);
+  UEL_CHECK_DATA(in.good(), "cannot read '{}'", path);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  const std::string text = buffer.str();
+  CheckpointState s;
+  try {
+    s.epoch = std::stoll(json_field(text, "epoch", path));
+    s.step_in_epoch = std::stoll(json_field(text, "step_in_epoch", path));
+    s.global_step = std::stoll(json_field(text, "global_step", path));
+    s.seed = std::stoull(json_field(text, "seed", path));
+    s.world_size = std::stoi(json_field(text, "world_size", path));
+  } catch (const std::invalid_argument&) {
+    UEL_CHECK_DATA(false, "'{}' holds a malformed number; the checkpoint is damaged", path);
+  }
+  s.config_hash = json_field(text, "config_hash", path);
+  s.git_sha = json_field(text, "git_sha", path);
+  return s;
+}
+
+void mark_done(const std::string& dir) {
+  std::ofstream(fs::path(dir) / "DONE") << "complete\n";
+}
+
+}  // namespace uel::train
