@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# README command 1: installs what is missing, builds, prepares Fashion-MNIST and runs the main
-# job. Until training lands (issue "ISIF end to end") the job is: prepare, describe the data and
-# measure the input pipeline with the FMNIST recipe.
+# README command 1: installs what is missing, builds, prepares Fashion-MNIST, trains ISIF on two
+# MPI ranks for a few minutes (2 epochs of configs/fmnist-isif.ini), evaluates the run with the
+# weighted kNN protocol and prints it next to the raw-pixel baselines.
+# DEMO_EPOCHS=20 reproduces the full recipe (about 35 minutes on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
@@ -10,5 +11,19 @@ uel=build/src/cli/uel
 if [[ ! -f data/fmnist/train.h5 || ! -f data/fmnist/test.h5 ]]; then
   "$uel" prepare fashion-mnist --src /usr/share/datasets/fashion-mnist --out data/fmnist
 fi
-"$uel" info data/fmnist/train.h5
-"$uel" bench loader --config configs/fmnist-isif.ini
+"$uel" info data/fmnist/train.h5 | head -4
+
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+epochs=${DEMO_EPOCHS:-2}
+run=runs/demo-fmnist-isif
+rm -rf "$run"
+mpirun -np 2 "$uel" train --config configs/fmnist-isif.ini --train.epochs="$epochs" --eval.every=0 --out "$run"
+result=$(mpirun -np 2 "$uel" eval --run "$run" | tail -1)
+echo "$result"
+top1=$(sed -E 's/.*"knn_top1": ([0-9.]+).*/\1/' <<<"$result")
+cat <<TEXT
+
+Fashion-MNIST test set, weighted kNN (K=200, tau=0.1) on the training set:
+  ISIF, ${epochs} epochs on 2 ranks:   ${top1}%
+  raw pixels (baseline):        80.0%   (raw-pixel 1-NN: 85.9%)
+TEXT

@@ -237,7 +237,8 @@ int bench_step(const Args& args) {
   Config config;
   config.bench.steps = 20;
   config.bench.warmup = 3;
-  OptionSet options("[mpirun -np N] uel bench step --config configs/X.ini [--section.key=value ...]");
+  OptionSet options(
+      "[mpirun -np N] uel bench step --config configs/X.ini [--section.key=value ...]");
   config.declare(options);
   if (!options.parse(args)) {
     return 0;
@@ -257,10 +258,24 @@ int bench_step(const Args& args) {
             "{:.1f} instances/s ({:.1f} views/s, {:.1f} instances/s per rank)\n"
             R"({{"bench": "step", "method": "{}", "arch": "{}", "data": "{}", "ranks": {}, "batch": {}, )"
             R"("threads": {}, "steps": {}, "img_per_s": {:.2f}}})",
-            config.train.method, config.model.arch, config.data.train, world.size, config.train.batch_size,
-            2 * config.train.batch_size, config.bench.steps, img_per_s, 2 * img_per_s, img_per_s / world.size,
-            config.train.method, config.model.arch, config.data.train, world.size, config.train.batch_size,
-            at::get_num_threads(), config.bench.steps, img_per_s)
+            config.train.method,
+            config.model.arch,
+            config.data.train,
+            world.size,
+            config.train.batch_size,
+            2 * config.train.batch_size,
+            config.bench.steps,
+            img_per_s,
+            2 * img_per_s,
+            img_per_s / world.size,
+            config.train.method,
+            config.model.arch,
+            config.data.train,
+            world.size,
+            config.train.batch_size,
+            at::get_num_threads(),
+            config.bench.steps,
+            img_per_s)
             .c_str());
   }
   return 0;

@@ -51,48 +51,120 @@ void Config::declare_data(OptionSet& o) {
 
 void Config::declare_model(OptionSet& o) {
   o.add_choice("model.arch", &model.arch, models::backbone_names(), "backbone");
-  o.add_choice("model.stem", &model.stem, {"cifar", "imagenet"}, "ResNet stem: cifar (3x3, no max-pool) or imagenet");
+  o.add_choice(
+      "model.stem",
+      &model.stem,
+      {"cifar", "imagenet"},
+      "ResNet stem: cifar (3x3, no max-pool) or imagenet");
   o.add("model.low_dim", &model.low_dim, "embedding dimension", OptionSet::positive<int64_t>());
-  o.add("model.width", &model.width, "small_cnn: channels of the first layer", OptionSet::positive<int64_t>());
-  o.add("model.sync_bn", &model.sync_bn, "batch-norm statistics over all ranks (world-size invariant)");
-  o.add("model.weights", &weights, "initial weights (a model.pt of a checkpoint or `uel` weights archive)");
+  o.add(
+      "model.width",
+      &model.width,
+      "small_cnn: channels of the first layer",
+      OptionSet::positive<int64_t>());
+  o.add(
+      "model.sync_bn",
+      &model.sync_bn,
+      "batch-norm statistics over all ranks (world-size invariant)");
+  o.add(
+      "model.weights",
+      &weights,
+      "initial weights (a model.pt of a checkpoint or `uel` weights archive)");
 }
 
 void Config::declare_train(OptionSet& o) {
   o.add_choice("train.method", &train.method, {"isif"}, "loss: isif (nce, udml, margin to come)");
-  o.add("train.batch_size", &train.batch_size, "global batch in instances (each gives two views)",
-        OptionSet::positive<int64_t>());
+  o.add(
+      "train.batch_size",
+      &train.batch_size,
+      "global batch in instances (each gives two views)",
+      OptionSet::positive<int64_t>());
   o.add("train.epochs", &train.epochs, "epochs of the schedule", OptionSet::positive<int64_t>());
-  o.add("train.max_steps", &train.max_steps, "stop after this many steps (0 = no cap); resumes continue",
-        OptionSet::non_negative<int64_t>());
+  o.add(
+      "train.max_steps",
+      &train.max_steps,
+      "stop after this many steps (0 = no cap); resumes continue",
+      OptionSet::non_negative<int64_t>());
   o.add("train.lr", &train.schedule.lr, "base learning rate", OptionSet::positive<double>());
-  o.add_choice("train.schedule", &train.schedule.schedule, {"step", "cosine", "constant"}, "learning-rate schedule");
-  o.add("train.milestones", &train.schedule.milestones, "step schedule: epochs where the factor changes");
-  o.add("train.milestone_factors", &train.schedule.factors, "step schedule: lr multiplier from each milestone");
-  o.add("train.warmup_epochs", &train.schedule.warmup_epochs, "linear warm-up from lr/100",
-        OptionSet::non_negative<double>());
-  o.add_choice("train.lr_scaling", &train.schedule.lr_scaling, {"none", "linear"},
-               "linear: lr x global batch / 256 (large-batch runs)");
+  o.add_choice(
+      "train.schedule",
+      &train.schedule.schedule,
+      {"step", "cosine", "constant"},
+      "learning-rate schedule");
+  o.add(
+      "train.milestones",
+      &train.schedule.milestones,
+      "step schedule: epochs where the factor changes");
+  o.add(
+      "train.milestone_factors",
+      &train.schedule.factors,
+      "step schedule: lr multiplier from each milestone");
+  o.add(
+      "train.warmup_epochs",
+      &train.schedule.warmup_epochs,
+      "linear warm-up from lr/100",
+      OptionSet::non_negative<double>());
+  o.add_choice(
+      "train.lr_scaling",
+      &train.schedule.lr_scaling,
+      {"none", "linear"},
+      "linear: lr x global batch / 256 (large-batch runs)");
   o.add("train.momentum", &train.momentum, "SGD momentum", OptionSet::non_negative<double>());
-  o.add("train.weight_decay", &train.weight_decay, "SGD weight decay (all parameters, as the seed)",
-        OptionSet::non_negative<double>());
+  o.add(
+      "train.weight_decay",
+      &train.weight_decay,
+      "SGD weight decay (all parameters, as the seed)",
+      OptionSet::non_negative<double>());
   o.add("train.seed", &train.seed, "seed of every random stream");
-  o.add("train.threads", &train.threads, "LibTorch threads per rank (0 = cores / local ranks)",
-        OptionSet::non_negative<int>());
-  o.add("train.log_every", &train.log_every, "steps between metrics lines", OptionSet::positive<int64_t>());
-  o.add("train.checkpoint_every", &train.checkpoint_every, "steps between checkpoints (0 = every epoch)",
-        OptionSet::non_negative<int64_t>());
+  o.add(
+      "train.threads",
+      &train.threads,
+      "LibTorch threads per rank (0 = cores / local ranks)",
+      OptionSet::non_negative<int>());
+  o.add(
+      "train.log_every",
+      &train.log_every,
+      "steps between metrics lines",
+      OptionSet::positive<int64_t>());
+  o.add(
+      "train.checkpoint_every",
+      &train.checkpoint_every,
+      "steps between checkpoints (0 = every epoch)",
+      OptionSet::non_negative<int64_t>());
   o.add("train.keep", &train.keep, "complete checkpoints kept", OptionSet::positive<int64_t>());
-  o.add("train.resume", &train.resume, "auto (newest complete checkpoint of --out), none, or a checkpoint folder");
+  o.add(
+      "train.resume",
+      &train.resume,
+      "auto (newest complete checkpoint of --out), none, or a checkpoint folder");
   o.add_choice("train.device", &train.device, {"auto", "cpu", "cuda"}, "training device");
+  o.add_choice(
+      "train.precision",
+      &train.precision,
+      {"float32", "float64"},
+      "float64: slow, for equivalence checks");
 
-  o.add("isif.temperature", &isif.temperature, "softmax temperature T", OptionSet::positive<double>());
-  o.add("isif.key_grad", &isif.key_grad, "also differentiate through the keys (the seed detaches them)");
+  o.add(
+      "isif.temperature",
+      &isif.temperature,
+      "softmax temperature T",
+      OptionSet::positive<double>());
+  o.add(
+      "isif.key_grad",
+      &isif.key_grad,
+      "also differentiate through the keys (the seed detaches them)");
 
-  o.add("eval.every", &eval.every, "kNN evaluation every N epochs (0 = never)", OptionSet::non_negative<int64_t>());
+  o.add(
+      "eval.every",
+      &eval.every,
+      "kNN evaluation every N epochs (0 = never)",
+      OptionSet::non_negative<int64_t>());
   o.add("eval.knn_k", &eval.knn.k, "neighbours K", OptionSet::positive<int64_t>());
   o.add("eval.knn_tau", &eval.knn.tau, "vote weight exp(s / tau)", OptionSet::positive<double>());
-  o.add("eval.batch_size", &eval.batch_size, "images per forward pass when embedding", OptionSet::positive<int64_t>());
+  o.add(
+      "eval.batch_size",
+      &eval.batch_size,
+      "images per forward pass when embedding",
+      OptionSet::positive<int64_t>());
 }
 
 void Config::declare_comm(OptionSet& o) {

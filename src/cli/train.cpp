@@ -26,15 +26,21 @@ bool parse_with_run(OptionSet& options, std::string* run, const Args& args) {
   Args full = args;
   for (size_t i = 0; i < args.size(); ++i) {
     std::string value;
-    if (args[i] == "--run" && i + 1 < args.size()) value = args[i + 1];
-    if (args[i].rfind("--run=", 0) == 0) value = args[i].substr(6);
+    if (args[i] == "--run" && i + 1 < args.size())
+      value = args[i + 1];
+    if (args[i].rfind("--run=", 0) == 0)
+      value = args[i].substr(6);
     if (!value.empty()) {
       const std::string ini = (fs::path(value) / "config.ini").string();
-      UEL_CHECK_CONFIG(fs::is_regular_file(ini), "--run '{}' holds no config.ini; is it a `uel train --out` folder?", value);
+      UEL_CHECK_CONFIG(
+          fs::is_regular_file(ini),
+          "--run '{}' holds no config.ini; is it a `uel train --out` folder?",
+          value);
       full.insert(full.begin(), {"--config", ini});
     }
   }
-  if (!options.parse(full)) return false;
+  if (!options.parse(full))
+    return false;
   UEL_CHECK_CONFIG(!run->empty(), "--run RUN is required");
   return true;
 }
@@ -50,10 +56,12 @@ std::string latest_or_fail(const std::string& run) {
 int run_train(const Args& args) {
   Config config;
   std::string out;
-  OptionSet options("[mpirun -np N] uel train --config configs/X.ini --out RUN [--section.key=value ...]");
+  OptionSet options(
+      "[mpirun -np N] uel train --config configs/X.ini --out RUN [--section.key=value ...]");
   config.declare(options);
   options.add("out", &out, "run folder: config.ini, metrics.jsonl, checkpoints/");
-  if (!options.parse(args)) return 0;
+  if (!options.parse(args))
+    return 0;
   UEL_CHECK_CONFIG(!out.empty(), "--out RUN is required (the run folder)");
   config.validate();
   train::validate(config);
@@ -71,8 +79,10 @@ int run_eval(const Args& args) {
   OptionSet options("[mpirun -np N] uel eval --run RUN [--protocol knn]");
   config.declare(options);
   options.add("run", &run, "run folder of `uel train`");
-  options.add_choice("protocol", &protocol, {"knn"}, "evaluation protocol (recall and nmi to come)");
-  if (!parse_with_run(options, &run, args)) return 0;
+  options.add_choice(
+      "protocol", &protocol, {"knn"}, "evaluation protocol (recall and nmi to come)");
+  if (!parse_with_run(options, &run, args))
+    return 0;
   config.validate();
   const comm::WorldInfo& world = comm::init_world(nullptr, nullptr);
   configure_compute(config.train.threads, world.local_size);
@@ -86,7 +96,12 @@ int run_eval(const Args& args) {
         "%s\n",
         fmt::format(
             R"({{"knn_top1": {:.4f}, "knn_top5": {:.4f}, "k": {}, "tau": {}, "queries": {}, "checkpoint": "{}"}})",
-            knn.top1, knn.top5, config.eval.knn.k, config.eval.knn.tau, knn.queries, checkpoint)
+            knn.top1,
+            knn.top5,
+            config.eval.knn.k,
+            config.eval.knn.tau,
+            knn.queries,
+            checkpoint)
             .c_str());
   }
   return 0;
@@ -100,7 +115,8 @@ int run_embed(const Args& args) {
   options.add("run", &run, "run folder of `uel train`");
   options.add("data", &data, "dataset to embed (HDF5 from `uel prepare`)");
   options.add("out", &out, "output HDF5: /embeddings float32 [N, low_dim], /labels int64 [N]");
-  if (!parse_with_run(options, &run, args)) return 0;
+  if (!parse_with_run(options, &run, args))
+    return 0;
   UEL_CHECK_CONFIG(!data.empty() && !out.empty(), "--data and --out are required");
   config.validate();
   const comm::WorldInfo& world = comm::init_world(nullptr, nullptr);
@@ -111,7 +127,8 @@ int run_embed(const Args& args) {
   trainer.load_checkpoint(checkpoint, /*with_state=*/false);
   data::ImageDataset dataset(data, config.data.memory_mb << 20);
   std::vector<int64_t> all(dataset.size());
-  for (int64_t i = 0; i < dataset.size(); ++i) all[i] = i;
+  for (int64_t i = 0; i < dataset.size(); ++i)
+    all[i] = i;
   at::Tensor features = trainer.embed(dataset, all).to(at::kCPU);
   // Shards are contiguous and in rank order, so the gather restores dataset order.
   auto comm = comm::make_communicator(config.comm.backend, c10::Device(c10::kCPU));

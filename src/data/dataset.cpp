@@ -412,26 +412,55 @@ void write_embeddings(
     const std::vector<int64_t>& labels,
     const std::string& source,
     const std::string& checkpoint) {
-  UEL_CHECK(embeddings.dim() == 2 && embeddings.size(0) == static_cast<int64_t>(labels.size()), "embeddings and labels disagree");
+  UEL_CHECK(
+      embeddings.dim() == 2 && embeddings.size(0) == static_cast<int64_t>(labels.size()),
+      "embeddings and labels disagree");
   at::Tensor values = embeddings.to(at::kCPU, at::kFloat).contiguous();
   std::lock_guard<std::recursive_mutex> lock(h5::mutex());
   h5::quiet_errors();
   const fs::path parent = fs::path(path).parent_path();
-  if (!parent.empty()) fs::create_directories(parent);
+  if (!parent.empty())
+    fs::create_directories(parent);
   const std::string tmp = path + ".tmp." + std::to_string(getpid());
   {
     Handle file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
     UEL_CHECK_DATA(file.valid(), "cannot create '{}': {}", tmp, h5::last_error());
     const hsize_t dims[2] = {hsize_t(values.size(0)), hsize_t(values.size(1))};
     Handle space(H5Screate_simple(2, dims, nullptr), H5Sclose);
-    Handle data(H5Dcreate2(file.get(), "embeddings", H5T_IEEE_F32LE, space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose);
+    Handle data(
+        H5Dcreate2(
+            file.get(),
+            "embeddings",
+            H5T_IEEE_F32LE,
+            space.get(),
+            H5P_DEFAULT,
+            H5P_DEFAULT,
+            H5P_DEFAULT),
+        H5Dclose);
     const hsize_t n[1] = {labels.size()};
     Handle label_space(H5Screate_simple(1, n, nullptr), H5Sclose);
-    Handle label_data(H5Dcreate2(file.get(), "labels", H5T_STD_I64LE, label_space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose);
+    Handle label_data(
+        H5Dcreate2(
+            file.get(),
+            "labels",
+            H5T_STD_I64LE,
+            label_space.get(),
+            H5P_DEFAULT,
+            H5P_DEFAULT,
+            H5P_DEFAULT),
+        H5Dclose);
     UEL_CHECK_DATA(
         data.valid() && label_data.valid() &&
-            H5Dwrite(data.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data_ptr<float>()) >= 0 &&
-            H5Dwrite(label_data.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, labels.data()) >= 0,
+            H5Dwrite(
+                data.get(),
+                H5T_NATIVE_FLOAT,
+                H5S_ALL,
+                H5S_ALL,
+                H5P_DEFAULT,
+                values.data_ptr<float>()) >= 0 &&
+            H5Dwrite(
+                label_data.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, labels.data()) >=
+                0,
         "cannot write '{}' (disk full?): {}",
         tmp,
         h5::last_error());

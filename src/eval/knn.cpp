@@ -31,17 +31,21 @@ KnnResult weighted_knn(
   for (int64_t begin = 0; begin < queries.size(0); begin += kBlock) {
     const int64_t end = std::min(queries.size(0), begin + kBlock);
     const int64_t nq = end - begin;
-    at::Tensor values = at::full({nq, k}, -std::numeric_limits<float>::infinity(), queries.options());
+    at::Tensor values =
+        at::full({nq, k}, -std::numeric_limits<float>::infinity(), queries.options());
     at::Tensor labels = at::zeros({nq, k}, queries.options().dtype(at::kLong));
     if (local_k > 0) {
       at::Tensor sims = queries.slice(0, begin, end).matmul(train_features.t());
       auto [top, index] = sims.topk(local_k, 1);
       values.narrow(1, 0, local_k).copy_(top);
-      labels.narrow(1, 0, local_k).copy_(train_labels.to(device).index_select(0, index.flatten()).view({nq, local_k}));
+      labels.narrow(1, 0, local_k)
+          .copy_(train_labels.to(device).index_select(0, index.flatten()).view({nq, local_k}));
     }
     // Merge: every rank's candidates side by side, then the global top-K among them.
-    at::Tensor all_values = comm.all_gather(values).view({world, nq, k}).permute({1, 0, 2}).reshape({nq, world * k});
-    at::Tensor all_labels = comm.all_gather(labels).view({world, nq, k}).permute({1, 0, 2}).reshape({nq, world * k});
+    at::Tensor all_values =
+        comm.all_gather(values).view({world, nq, k}).permute({1, 0, 2}).reshape({nq, world * k});
+    at::Tensor all_labels =
+        comm.all_gather(labels).view({world, nq, k}).permute({1, 0, 2}).reshape({nq, world * k});
     auto [best, where] = all_values.topk(k, 1);
     at::Tensor weights = (best / config.tau).exp();  // exp(-inf) = 0 for padding
     at::Tensor votes = at::zeros({nq, num_classes}, queries.options());

@@ -21,7 +21,8 @@ namespace {
 std::vector<std::pair<int64_t, fs::path>> list_checkpoints(const std::string& run_dir) {
   std::vector<std::pair<int64_t, fs::path>> out;
   const fs::path root = fs::path(run_dir) / "checkpoints";
-  if (!fs::is_directory(root)) return out;
+  if (!fs::is_directory(root))
+    return out;
   static const std::regex pattern("step-([0-9]+)");
   for (const auto& entry : fs::directory_iterator(root)) {
     std::smatch m;
@@ -38,7 +39,11 @@ std::vector<std::pair<int64_t, fs::path>> list_checkpoints(const std::string& ru
 std::string json_field(const std::string& text, const std::string& key, const std::string& path) {
   const std::regex pattern("\"" + key + "\"\\s*:\\s*\"?([^\",}]*)\"?");
   std::smatch m;
-  UEL_CHECK_DATA(std::regex_search(text, m, pattern), "'{}' lacks \"{}\"; the checkpoint is damaged", path, key);
+  UEL_CHECK_DATA(
+      std::regex_search(text, m, pattern),
+      "'{}' lacks \"{}\"; the checkpoint is damaged",
+      path,
+      key);
   return m[1];
 }
 
@@ -51,7 +56,8 @@ std::string checkpoint_dir(const std::string& run_dir, int64_t global_step) {
 std::optional<std::string> latest_checkpoint(const std::string& run_dir) {
   auto all = list_checkpoints(run_dir);
   for (auto it = all.rbegin(); it != all.rend(); ++it) {
-    if (fs::exists(it->second / "DONE")) return it->second.string();
+    if (fs::exists(it->second / "DONE"))
+      return it->second.string();
   }
   return std::nullopt;
 }
@@ -61,7 +67,8 @@ void prune_checkpoints(const std::string& run_dir, int64_t keep) {
   int64_t complete_seen = 0;
   for (auto it = all.rbegin(); it != all.rend(); ++it) {
     const bool complete = fs::exists(it->second / "DONE");
-    if (complete) ++complete_seen;
+    if (complete)
+      ++complete_seen;
     // Keep the newest `keep` complete ones and anything newer than them (maybe being written).
     if (complete_seen > keep || (!complete && complete_seen >= keep && keep > 0)) {
       std::error_code ec;
@@ -73,9 +80,16 @@ void prune_checkpoints(const std::string& run_dir, int64_t keep) {
 void write_state(const std::string& dir, const CheckpointState& s) {
   std::ofstream out(fs::path(dir) / "state.json");
   out << fmt::format(
-      "{{\"epoch\": {}, \"step_in_epoch\": {}, \"global_step\": {}, \"seed\": {}, \"world_size\": {}, "
+      "{{\"epoch\": {}, \"step_in_epoch\": {}, \"global_step\": {}, \"seed\": {}, \"world_size\": "
+      "{}, "
       "\"config_hash\": \"{}\", \"git_sha\": \"{}\"}}\n",
-      s.epoch, s.step_in_epoch, s.global_step, s.seed, s.world_size, s.config_hash, s.git_sha);
+      s.epoch,
+      s.step_in_epoch,
+      s.global_step,
+      s.seed,
+      s.world_size,
+      s.config_hash,
+      s.git_sha);
   UEL_CHECK_DATA(out.good(), "cannot write '{}/state.json' (disk full?)", dir);
 }
 

@@ -32,7 +32,8 @@ double learning_rate(const ScheduleConfig& c, double epoch, int64_t global_batch
   if (c.schedule == "step") {
     double factor = 1;
     for (size_t i = 0; i < c.milestones.size(); ++i) {
-      if (std::floor(epoch) >= c.milestones[i]) factor = c.factors[i];
+      if (std::floor(epoch) >= c.milestones[i])
+        factor = c.factors[i];
     }
     lr *= factor;
   } else if (c.schedule == "cosine") {

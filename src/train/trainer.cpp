@@ -46,7 +46,8 @@ std::string format_duration(double seconds) {
 }  // namespace
 
 void validate(const RunConfig& c) {
-  UEL_CHECK_CONFIG(c.train.method == "isif", "--train.method='{}' is not available; use isif", c.train.method);
+  UEL_CHECK_CONFIG(
+      c.train.method == "isif", "--train.method='{}' is not available; use isif", c.train.method);
   UEL_CHECK_CONFIG(c.train.epochs > 0, "--train.epochs must be positive, got {}", c.train.epochs);
   UEL_CHECK_CONFIG(c.train.max_steps >= 0, "--train.max_steps must be >= 0");
   UEL_CHECK_CONFIG(c.train.log_every > 0, "--train.log_every must be positive");
@@ -57,33 +58,46 @@ void validate(const RunConfig& c) {
   validate(c.train.schedule);
 }
 
-Trainer::Trainer(RunConfig config, std::string run_dir) : config_(std::move(config)), run_dir_(std::move(run_dir)) {
+Trainer::Trainer(RunConfig config, std::string run_dir)
+    : config_(std::move(config)), run_dir_(std::move(run_dir)) {
   validate(config_);
   const comm::WorldInfo world = comm::world();
   comm::Watchdog::instance().set_timeout(config_.comm.timeout_s);
   int threads = config_.train.threads;
   if (threads <= 0) {
-    threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / std::max(1, world.local_size));
+    threads = std::max(
+        1, static_cast<int>(std::thread::hardware_concurrency()) / std::max(1, world.local_size));
   }
   at::set_num_threads(threads);
   device_ = comm::select_device(config_.train.device);
   comm_ = comm::make_communicator(config_.comm.backend, device_);
 
   input_ = data::open_train_data(
-      config_.data, config_.aug, config_.train.batch_size, config_.train.seed, comm_->rank(), comm_->size(), device_);
+      config_.data,
+      config_.aug,
+      config_.train.batch_size,
+      config_.train.seed,
+      comm_->rank(),
+      comm_->size(),
+      device_);
   if (!config_.data.test.empty()) {
-    auto test = std::make_shared<data::ImageDataset>(config_.data.test, config_.data.memory_mb << 20);
+    auto test =
+        std::make_shared<data::ImageDataset>(config_.data.test, config_.data.memory_mb << 20);
     test_positions_ = data::select_classes(
-        test->labels(), data::parse_class_filter(config_.data.classes, test->info().num_classes), config_.data.test);
+        test->labels(),
+        data::parse_class_filter(config_.data.classes, test->info().num_classes),
+        config_.data.test);
     test_ = test;
   }
   config_.model.in_channels = input_.dataset->info().channels;
   torch::manual_seed(config_.train.seed);  // the same initial weights on every world size
   model_ = models::EmbeddingNet(config_.model, comm_);
-  model_->to(device_);
+  dtype_ = config_.train.precision == "float64" ? at::kDouble : at::kFloat;
+  model_->to(device_, dtype_);
   if (!config_.weights.empty()) {
     for (const auto& name : models::load_weights(*model_, config_.weights, /*strict=*/false)) {
-      log_warn("--model.weights: '{}' has no '{}'; it keeps its initial value", config_.weights, name);
+      log_warn(
+          "--model.weights: '{}' has no '{}'; it keeps its initial value", config_.weights, name);
     }
   }
   optimizer_ = std::make_unique<torch::optim::SGD>(
@@ -95,9 +109,11 @@ Trainer::Trainer(RunConfig config, std::string run_dir) : config_(std::move(conf
   sync_options.bucket_mb = config_.comm.bucket_mb;
   sync_options.first_bucket_mb = config_.comm.first_bucket_mb;
   std::vector<std::pair<std::string, at::Tensor>> params;
-  for (const auto& p : model_->named_parameters()) params.emplace_back(p.key(), p.value());
+  for (const auto& p : model_->named_parameters())
+    params.emplace_back(p.key(), p.value());
   std::vector<at::Tensor> buffers;
-  for (const auto& b : model_->named_buffers()) buffers.push_back(b.value());
+  for (const auto& b : model_->named_buffers())
+    buffers.push_back(b.value());
   grad_sync_ = std::make_unique<comm::GradSync>(params, buffers, *comm_, sync_options);
 }
 
@@ -109,7 +125,7 @@ double Trainer::train_step(const data::Batch& batch, double lr) {
   }
   model_->train();
   // Views stacked as the loss expects: first views, then second views, of the same instances.
-  at::Tensor embeddings = model_->forward(at::cat({batch.views[0], batch.views[1]}));
+  at::Tensor embeddings = model_->forward(at::cat({batch.views[0], batch.views[1]}).to(dtype_));
   at::Tensor loss = losses::isif_loss(embeddings, *comm_, config_.isif);
   optimizer_->zero_grad();
   loss.backward();
@@ -119,21 +135,25 @@ double Trainer::train_step(const data::Batch& batch, double lr) {
 }
 
 void Trainer::log_metrics(const std::string& json) {
-  if (comm_->rank() != 0) return;
+  if (comm_->rank() != 0)
+    return;
   std::ofstream out(fs::path(run_dir_) / "metrics.jsonl", std::ios::app);
   out << json << "\n";
 }
 
 void Trainer::truncate_metrics_after(int64_t step) {
-  if (comm_->rank() != 0) return;
+  if (comm_->rank() != 0)
+    return;
   const fs::path path = fs::path(run_dir_) / "metrics.jsonl";
-  if (!fs::exists(path)) return;
+  if (!fs::exists(path))
+    return;
   std::ifstream in(path);
   std::string line, kept;
   static const std::regex step_field("\"step\": ([0-9]+)");
   while (std::getline(in, line)) {
     std::smatch m;
-    if (std::regex_search(line, m, step_field) && std::stoll(m[1]) > step) continue;
+    if (std::regex_search(line, m, step_field) && std::stoll(m[1]) > step)
+      continue;
     kept += line + "\n";
   }
   in.close();
@@ -170,9 +190,11 @@ void Trainer::save_checkpoint() {
 }
 
 void Trainer::load_checkpoint(const std::string& dir, bool with_state) {
-  UEL_CHECK_DATA(fs::exists(fs::path(dir) / "DONE"), "'{}' is not a complete checkpoint (no DONE)", dir);
+  UEL_CHECK_DATA(
+      fs::exists(fs::path(dir) / "DONE"), "'{}' is not a complete checkpoint (no DONE)", dir);
   models::load_weights(*model_, (fs::path(dir) / "model.pt").string(), /*strict=*/true);
-  if (!with_state) return;
+  if (!with_state)
+    return;
   torch::load(*optimizer_, (fs::path(dir) / "optim.pt").string());
   const CheckpointState state = read_state(dir);
   epoch_ = state.epoch;
@@ -186,40 +208,54 @@ void Trainer::load_checkpoint(const std::string& dir, bool with_state) {
   }
 }
 
-at::Tensor Trainer::embed(const data::ImageDataset& dataset, const std::vector<int64_t>& positions) {
-  const ShardRange shard = shard_range(static_cast<int64_t>(positions.size()), comm_->rank(), comm_->size());
+at::Tensor Trainer::embed(
+    const data::ImageDataset& dataset, const std::vector<int64_t>& positions) {
+  const ShardRange shard =
+      shard_range(static_cast<int64_t>(positions.size()), comm_->rank(), comm_->size());
   model_->eval();
   torch::NoGradGuard no_grad;
   std::vector<at::Tensor> parts;
   for (int64_t begin = shard.begin; begin < shard.end; begin += config_.eval.batch_size) {
     const int64_t end = std::min(shard.end, begin + config_.eval.batch_size);
     std::vector<int64_t> indices(positions.begin() + begin, positions.begin() + end);
-    parts.push_back(model_->forward(input_.augmenter->eval_view(dataset.read(indices).to(device_))));
+    parts.push_back(
+        model_->forward(input_.augmenter->eval_view(dataset.read(indices).to(device_)).to(dtype_)));
   }
   if (parts.empty()) {
-    return at::zeros({0, config_.model.low_dim}, at::TensorOptions().device(device_));
+    return at::zeros({0, config_.model.low_dim}, at::TensorOptions().device(device_).dtype(dtype_));
   }
   return at::cat(parts);
 }
 
 eval::KnnResult Trainer::evaluate_knn() {
   UEL_CHECK_CONFIG(test_ != nullptr, "kNN evaluation needs --data.test");
-  auto labels_of = [](const data::ImageDataset& d, const std::vector<int64_t>& positions, ShardRange shard) {
-    std::vector<int64_t> out;
-    for (int64_t i = shard.begin; i < shard.end; ++i) out.push_back(d.labels()[positions[i]]);
-    return at::tensor(out, at::kLong);
-  };
+  auto labels_of =
+      [](const data::ImageDataset& d, const std::vector<int64_t>& positions, ShardRange shard) {
+        std::vector<int64_t> out;
+        for (int64_t i = shard.begin; i < shard.end; ++i)
+          out.push_back(d.labels()[positions[i]]);
+        return at::tensor(out, at::kLong);
+      };
   const int rank = comm_->rank(), world = comm_->size();
   const auto& train_positions = input_.positions;
   at::Tensor train_features = embed(*input_.dataset, train_positions);
-  at::Tensor train_labels =
-      labels_of(*input_.dataset, train_positions, shard_range(static_cast<int64_t>(train_positions.size()), rank, world));
+  at::Tensor train_labels = labels_of(
+      *input_.dataset,
+      train_positions,
+      shard_range(static_cast<int64_t>(train_positions.size()), rank, world));
   // Queries: every rank embeds its shard of the test set, then all ranks hold all of them.
   at::Tensor queries = comm_->all_gather_v(embed(*test_, test_positions_));
-  at::Tensor query_labels = comm_->all_gather_v(
-      labels_of(*test_, test_positions_, shard_range(static_cast<int64_t>(test_positions_.size()), rank, world)));
+  at::Tensor query_labels = comm_->all_gather_v(labels_of(
+      *test_,
+      test_positions_,
+      shard_range(static_cast<int64_t>(test_positions_.size()), rank, world)));
   return eval::weighted_knn(
-      train_features, train_labels, queries, query_labels, input_.dataset->info().num_classes, config_.eval.knn,
+      train_features,
+      train_labels,
+      queries,
+      query_labels,
+      input_.dataset->info().num_classes,
+      config_.eval.knn,
       *comm_);
 }
 
@@ -248,10 +284,15 @@ void Trainer::run() {
   data::Loader& loader = *input_.loader;
   const int64_t steps_per_epoch = loader.steps_per_epoch();
   const int64_t total_steps = steps_per_epoch * config_.train.epochs;
-  const int64_t last_step = config_.train.max_steps > 0 ? std::min(total_steps, config_.train.max_steps) : total_steps;
+  const int64_t last_step =
+      config_.train.max_steps > 0 ? std::min(total_steps, config_.train.max_steps) : total_steps;
   log_info(
       "training {} on {} rank(s) ({}), {} steps per epoch of {} instances, {} epochs",
-      config_.train.method, comm_->size(), device_.str(), steps_per_epoch, config_.train.batch_size,
+      config_.train.method,
+      comm_->size(),
+      device_.str(),
+      steps_per_epoch,
+      config_.train.batch_size,
       config_.train.epochs);
 
   auto interval_start = Clock::now();
@@ -265,9 +306,11 @@ void Trainer::run() {
     loader.start_epoch(epoch_, step_in_epoch_);
     while (global_step_ < last_step) {
       std::optional<data::Batch> batch = loader.next();
-      if (!batch) break;
+      if (!batch)
+        break;
       const double epoch_position = epoch_ + static_cast<double>(step_in_epoch_) / steps_per_epoch;
-      const double lr = learning_rate(config_.train.schedule, epoch_position, config_.train.batch_size);
+      const double lr =
+          learning_rate(config_.train.schedule, epoch_position, config_.train.batch_size);
       const double loss = train_step(*batch, lr);
       ++global_step_;
       ++step_in_epoch_;
@@ -284,31 +327,45 @@ void Trainer::run() {
         const double seconds = seconds_since(interval_start);
         const double img_per_s = interval_steps * config_.train.batch_size / seconds;
         const comm::CommStats now = comm_->stats(), sync_now = grad_sync_->comm_stats();
-        const int64_t bytes = now.total_bytes() - comm_before.total_bytes() + sync_now.total_bytes() -
-            sync_before.total_bytes();
+        const int64_t bytes = now.total_bytes() - comm_before.total_bytes() +
+                              sync_now.total_bytes() - sync_before.total_bytes();
         const double comm_seconds = now.total_seconds() - comm_before.total_seconds() +
-            sync_now.total_seconds() - sync_before.total_seconds();
+                                    sync_now.total_seconds() - sync_before.total_seconds();
         const double mean_loss = loss_sum / interval_steps;
         const double done = static_cast<double>(global_step_ - first_step);
         const double eta = seconds_since(run_start) / done * (last_step - global_step_);
         log_info(
-            "epoch {} step {}/{} loss {:.4f} lr {:.5f} {:.0f} img/s ETA {}", epoch_, global_step_, last_step,
-            mean_loss, lr, img_per_s, format_duration(eta));
+            "epoch {} step {}/{} loss {:.4f} lr {:.5f} {:.0f} img/s ETA {}",
+            epoch_,
+            global_step_,
+            last_step,
+            mean_loss,
+            lr,
+            img_per_s,
+            format_duration(eta));
         log_metrics(fmt::format(
             R"({{"step": {}, "epoch": {}, "loss": {:.9g}, "lr": {:.9g}, "img_per_s": {:.1f}, )"
             R"("comm_bytes_per_step": {}, "comm_seconds": {:.6f}}})",
-            global_step_, epoch_, mean_loss, lr, img_per_s, bytes / interval_steps, comm_seconds));
+            global_step_,
+            epoch_,
+            mean_loss,
+            lr,
+            img_per_s,
+            bytes / interval_steps,
+            comm_seconds));
         loss_sum = 0;
         interval_steps = 0;
         comm_before = now;
         sync_before = sync_now;
         interval_start = Clock::now();
       }
-      if (config_.train.checkpoint_every > 0 && global_step_ % config_.train.checkpoint_every == 0) {
+      if (config_.train.checkpoint_every > 0 &&
+          global_step_ % config_.train.checkpoint_every == 0) {
         save_checkpoint();
       }
     }
-    if (step_in_epoch_ < steps_per_epoch) break;  // stopped by max_steps inside the epoch
+    if (step_in_epoch_ < steps_per_epoch)
+      break;  // stopped by max_steps inside the epoch
     if (config_.train.checkpoint_every == 0) {
       save_checkpoint();
     }
@@ -316,11 +373,21 @@ void Trainer::run() {
       const auto eval_start = Clock::now();
       const eval::KnnResult knn = evaluate_knn();
       log_info(
-          "epoch {} kNN top-1 {:.2f}% top-5 {:.2f}% (k={}, tau={}, {:.1f} s)", epoch_, knn.top1, knn.top5,
-          config_.eval.knn.k, config_.eval.knn.tau, seconds_since(eval_start));
+          "epoch {} kNN top-1 {:.2f}% top-5 {:.2f}% (k={}, tau={}, {:.1f} s)",
+          epoch_,
+          knn.top1,
+          knn.top5,
+          config_.eval.knn.k,
+          config_.eval.knn.tau,
+          seconds_since(eval_start));
       log_metrics(fmt::format(
-          R"({{"step": {}, "epoch": {}, "knn_top1": {:.4f}, "knn_top5": {:.4f}, "k": {}, "tau": {}}})", global_step_,
-          epoch_, knn.top1, knn.top5, config_.eval.knn.k, config_.eval.knn.tau));
+          R"({{"step": {}, "epoch": {}, "knn_top1": {:.4f}, "knn_top5": {:.4f}, "k": {}, "tau": {}}})",
+          global_step_,
+          epoch_,
+          knn.top1,
+          knn.top5,
+          config_.eval.knn.k,
+          config_.eval.knn.tau));
       interval_start = Clock::now();
     }
   }
@@ -329,7 +396,8 @@ void Trainer::run() {
   if (last != checkpoint_dir(run_dir_, global_step_)) {
     save_checkpoint();
   }
-  log_info("done: {} steps in {}", global_step_ - first_step, format_duration(seconds_since(run_start)));
+  log_info(
+      "done: {} steps in {}", global_step_ - first_step, format_duration(seconds_since(run_start)));
 }
 
 double Trainer::benchmark(int64_t steps, int64_t warmup) {
@@ -345,10 +413,12 @@ double Trainer::benchmark(int64_t steps, int64_t warmup) {
     return std::move(*batch);
   };
   const double lr = config_.train.schedule.lr;
-  for (int64_t i = 0; i < warmup; ++i) train_step(next(), lr);
+  for (int64_t i = 0; i < warmup; ++i)
+    train_step(next(), lr);
   comm_->barrier();
   const auto start = Clock::now();
-  for (int64_t i = 0; i < steps; ++i) train_step(next(), lr);
+  for (int64_t i = 0; i < steps; ++i)
+    train_step(next(), lr);
   comm_->barrier();
   return steps * config_.train.batch_size / seconds_since(start);
 }

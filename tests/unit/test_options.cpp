@@ -12,16 +12,14 @@ namespace {
 
 struct Parsed {
   Config config;
-  std::string arch = "small_cnn";
   std::unique_ptr<OptionSet> options;
 };
 
-// Parses args with the shared Config plus one choice option.
+// Parses args with every option of a run.
 std::unique_ptr<Parsed> parse(const std::vector<std::string>& args) {
   auto p = std::make_unique<Parsed>();
   p->options = std::make_unique<OptionSet>("uel test");
   p->config.declare(*p->options);
-  p->options->add_choice("model.arch", &p->arch, {"small_cnn", "resnet18", "resnet50"}, "backbone");
   EXPECT_TRUE(p->options->parse(args));
   p->config.validate();
   return p;
@@ -38,14 +36,14 @@ TEST(Options, DefaultsFileAndOverridesInThatOrder) {
   EXPECT_EQ(p->config.data.train, "/x.h5");
   EXPECT_EQ(p->config.data.workers, 1);  // default
   EXPECT_EQ(p->config.aug.mean, (std::vector<double>{0.1, 0.2, 0.3}));
-  EXPECT_EQ(p->arch, "resnet18");
+  EXPECT_EQ(p->config.model.arch, "resnet18");
 }
 
 TEST(Options, ResolvedIniParsesBackToTheSameValues) {
   test::ScratchDir dir;
   auto p = parse({"--train.batch_size=48", "--aug.hue=0.1", "--data.classes=0-4", "--aug.std=0.5"});
   const std::string ini = p->options->to_ini();
-  EXPECT_NE(ini.find("[train]\nbatch_size = 48\n"), std::string::npos) << ini;
+  EXPECT_NE(ini.find("[train]\nmethod = isif\nbatch_size = 48\n"), std::string::npos) << ini;
   std::ofstream(dir.file("resolved.ini")) << ini;
   auto q = parse({"--config", dir.file("resolved.ini")});
   EXPECT_EQ(q->options->to_ini(), ini);
@@ -64,7 +62,7 @@ TEST(Options, UnknownKeysNameTheKeyAndTheValidOnes) {
   EXPECT_THROW_WITH(
       parse({"--config", dir.file("typo.ini")}),
       ConfigError,
-      "Valid keys in [train]: train.batch_size");
+      "Valid keys in [train]: train.method, train.batch_size");
   EXPECT_THROW_WITH(
       parse({"--data.trian=x"}),
       ConfigError,

@@ -11,9 +11,9 @@
 namespace uel::train {
 
 struct CheckpointState {
-  int64_t epoch = 0;  // epoch to continue in
+  int64_t epoch = 0;          // epoch to continue in
   int64_t step_in_epoch = 0;  // first step of that epoch still to run
-  int64_t global_step = 0;  // steps done
+  int64_t global_step = 0;    // steps done
   uint64_t seed = 0;
   int world_size = 1;
   std::string config_hash;

@@ -11,8 +11,8 @@ struct ScheduleConfig {
   // step: from epoch milestones[i] on, lr x factors[i] (the seed: 120/160/200 -> 0.1/0.05/0.01)
   std::vector<double> milestones = {120, 160, 200};
   std::vector<double> factors = {0.1, 0.05, 0.01};
-  double warmup_epochs = 0;  // linear ramp from lr / 100 (large-batch runs)
-  double epochs = 200;  // cosine decays to 0 at the end
+  double warmup_epochs = 0;         // linear ramp from lr / 100 (large-batch runs)
+  double epochs = 200;              // cosine decays to 0 at the end
   std::string lr_scaling = "none";  // none | linear (lr x global batch / 256)
 };
 

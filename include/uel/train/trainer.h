@@ -30,12 +30,15 @@ struct TrainConfig {
   double momentum = 0.9;
   double weight_decay = 5e-4;
   uint64_t seed = 0;
-  int threads = 0;  // LibTorch threads per rank; 0 = cores / local ranks
-  int64_t log_every = 50;  // steps
+  int threads = 0;               // LibTorch threads per rank; 0 = cores / local ranks
+  int64_t log_every = 50;        // steps
   int64_t checkpoint_every = 0;  // steps; 0 = at the end of every epoch
   int64_t keep = 2;
   std::string resume = "auto";  // auto | none | PATH of a checkpoint folder
   std::string device = "auto";  // auto | cpu | cuda
+  // float64 trains in double precision: slow, but equivalence and debugging runs then differ
+  // only by ~1e-15 instead of float32 rounding amplified over the steps.
+  std::string precision = "float32";  // float32 | float64
 };
 
 struct EvalConfig {
@@ -96,6 +99,7 @@ class Trainer {
   RunConfig config_;
   std::string run_dir_;
   c10::Device device_{c10::kCPU};
+  at::ScalarType dtype_ = at::kFloat;
   std::shared_ptr<comm::Communicator> comm_;
   data::TrainData input_;
   std::shared_ptr<const data::ImageDataset> test_;

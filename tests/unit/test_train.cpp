@@ -1,0 +1,83 @@
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+#include "uel/core/error.h"
+#include "uel/train/checkpoint.h"
+#include "uel/train/schedule.h"
+
+namespace uel::train {
+namespace {
+
+namespace fs = std::filesystem;
+
+TEST(Schedule, StepIsTheSeedsPostFixSchedule) {
+  ScheduleConfig c;  // 0.03, milestones 120/160/200 -> 0.1/0.05/0.01
+  EXPECT_DOUBLE_EQ(learning_rate(c, 0, 128), 0.03);
+  EXPECT_DOUBLE_EQ(learning_rate(c, 119.99, 128), 0.03);
+  EXPECT_DOUBLE_EQ(learning_rate(c, 120, 128), 0.003);
+  EXPECT_DOUBLE_EQ(learning_rate(c, 160.5, 128), 0.0015);
+  EXPECT_DOUBLE_EQ(learning_rate(c, 250, 128), 0.0003);
+}
+
+TEST(Schedule, CosineWarmupAndLinearScaling) {
+  ScheduleConfig c;
+  c.schedule = "cosine";
+  c.epochs = 10;
+  EXPECT_DOUBLE_EQ(learning_rate(c, 0, 128), 0.03);
+  EXPECT_NEAR(learning_rate(c, 5, 128), 0.015, 1e-12);
+  EXPECT_NEAR(learning_rate(c, 10, 128), 0.0, 1e-12);
+  c.schedule = "constant";
+  c.warmup_epochs = 2;
+  EXPECT_NEAR(learning_rate(c, 0, 128), 0.0003, 1e-12);
+  EXPECT_NEAR(learning_rate(c, 1, 128), 0.03 * (0.01 + 0.99 * 0.5), 1e-12);
+  EXPECT_DOUBLE_EQ(learning_rate(c, 2, 128), 0.03);
+  c.lr_scaling = "linear";
+  EXPECT_DOUBLE_EQ(learning_rate(c, 3, 1024), 0.03 * 4);
+}
+
+TEST(Schedule, ValidationNamesTheOption) {
+  ScheduleConfig c;
+  c.factors = {0.1};
+  EXPECT_THROW_WITH(validate(c), ConfigError, "--train.milestone_factors has 1");
+  c = ScheduleConfig{};
+  c.milestones = {10, 5, 20};
+  EXPECT_THROW_WITH(validate(c), ConfigError, "--train.milestones must increase");
+  c = ScheduleConfig{};
+  c.schedule = "poly";
+  EXPECT_THROW_WITH(validate(c), ConfigError, "not one of step|cosine|constant");
+}
+
+TEST(Checkpoint, OnlyCompleteOnesCountAndPruningKeepsTheNewest) {
+  test::ScratchDir run;
+  const std::string r = run.path().string();
+  EXPECT_FALSE(latest_checkpoint(r).has_value());
+  for (int64_t step : {10, 20, 30, 40}) {
+    fs::create_directories(checkpoint_dir(r, step));
+    CheckpointState s;
+    s.global_step = step;
+    s.epoch = step / 10;
+    s.config_hash = "abc";
+    s.git_sha = "deadbeef";
+    write_state(checkpoint_dir(r, step), s);
+    if (step != 40)
+      mark_done(checkpoint_dir(r, step));  // step 40 is still being written
+  }
+  EXPECT_EQ(latest_checkpoint(r), checkpoint_dir(r, 30));
+  const CheckpointState s = read_state(checkpoint_dir(r, 30));
+  EXPECT_EQ(s.global_step, 30);
+  EXPECT_EQ(s.epoch, 3);
+  EXPECT_EQ(s.git_sha, "deadbeef");
+  prune_checkpoints(r, 2);
+  EXPECT_FALSE(fs::exists(checkpoint_dir(r, 10)));
+  EXPECT_TRUE(fs::exists(checkpoint_dir(r, 20)));
+  EXPECT_TRUE(fs::exists(checkpoint_dir(r, 30)));
+  EXPECT_TRUE(fs::exists(checkpoint_dir(r, 40)));  // newer than the kept ones: left alone
+  std::ofstream(fs::path(checkpoint_dir(r, 20)) / "state.json") << "{\"epoch\": 1}";
+  EXPECT_THROW_WITH(read_state(checkpoint_dir(r, 20)), DataError, "lacks \"step_in_epoch\"");
+}
+
+}  // namespace
+}  // namespace uel::train
