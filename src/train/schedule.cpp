@@ -27,7 +27,8 @@ void validate(const ScheduleConfig& c) {
       c.lr_scaling);
 }
 
-double learning_rate(const ScheduleConfig& c, double epoch, int64_t global_batch) {
+double learning_rate(
+    const ScheduleConfig& c, double epoch, int64_t total_epochs, int64_t global_batch) {
   double lr = c.lr_scaling == "linear" ? c.lr * global_batch / 256.0 : c.lr;
   if (c.schedule == "step") {
     double factor = 1;
@@ -37,7 +38,7 @@ double learning_rate(const ScheduleConfig& c, double epoch, int64_t global_batch
     }
     lr *= factor;
   } else if (c.schedule == "cosine") {
-    const double progress = std::min(1.0, epoch / std::max(1.0, c.epochs));
+    const double progress = std::min(1.0, epoch / std::max<double>(1, total_epochs));
     lr *= 0.5 * (1 + std::cos(M_PI * progress));
   }
   if (epoch < c.warmup_epochs) {

@@ -309,8 +309,8 @@ void Trainer::run() {
       if (!batch)
         break;
       const double epoch_position = epoch_ + static_cast<double>(step_in_epoch_) / steps_per_epoch;
-      const double lr =
-          learning_rate(config_.train.schedule, epoch_position, config_.train.batch_size);
+      const double lr = learning_rate(
+          config_.train.schedule, epoch_position, config_.train.epochs, config_.train.batch_size);
       const double loss = train_step(*batch, lr);
       ++global_step_;
       ++step_in_epoch_;

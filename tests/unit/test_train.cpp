@@ -15,27 +15,26 @@ namespace fs = std::filesystem;
 
 TEST(Schedule, StepIsTheSeedsPostFixSchedule) {
   ScheduleConfig c;  // 0.03, milestones 120/160/200 -> 0.1/0.05/0.01
-  EXPECT_DOUBLE_EQ(learning_rate(c, 0, 128), 0.03);
-  EXPECT_DOUBLE_EQ(learning_rate(c, 119.99, 128), 0.03);
-  EXPECT_DOUBLE_EQ(learning_rate(c, 120, 128), 0.003);
-  EXPECT_DOUBLE_EQ(learning_rate(c, 160.5, 128), 0.0015);
-  EXPECT_DOUBLE_EQ(learning_rate(c, 250, 128), 0.0003);
+  EXPECT_DOUBLE_EQ(learning_rate(c, 0, 200, 128), 0.03);
+  EXPECT_DOUBLE_EQ(learning_rate(c, 119.99, 200, 128), 0.03);
+  EXPECT_DOUBLE_EQ(learning_rate(c, 120, 200, 128), 0.003);
+  EXPECT_DOUBLE_EQ(learning_rate(c, 160.5, 200, 128), 0.0015);
+  EXPECT_DOUBLE_EQ(learning_rate(c, 250, 200, 128), 0.0003);
 }
 
 TEST(Schedule, CosineWarmupAndLinearScaling) {
   ScheduleConfig c;
   c.schedule = "cosine";
-  c.epochs = 10;
-  EXPECT_DOUBLE_EQ(learning_rate(c, 0, 128), 0.03);
-  EXPECT_NEAR(learning_rate(c, 5, 128), 0.015, 1e-12);
-  EXPECT_NEAR(learning_rate(c, 10, 128), 0.0, 1e-12);
+  EXPECT_DOUBLE_EQ(learning_rate(c, 0, 10, 128), 0.03);
+  EXPECT_NEAR(learning_rate(c, 5, 10, 128), 0.015, 1e-12);
+  EXPECT_NEAR(learning_rate(c, 10, 10, 128), 0.0, 1e-12);
   c.schedule = "constant";
   c.warmup_epochs = 2;
-  EXPECT_NEAR(learning_rate(c, 0, 128), 0.0003, 1e-12);
-  EXPECT_NEAR(learning_rate(c, 1, 128), 0.03 * (0.01 + 0.99 * 0.5), 1e-12);
-  EXPECT_DOUBLE_EQ(learning_rate(c, 2, 128), 0.03);
+  EXPECT_NEAR(learning_rate(c, 0, 200, 128), 0.0003, 1e-12);
+  EXPECT_NEAR(learning_rate(c, 1, 200, 128), 0.03 * (0.01 + 0.99 * 0.5), 1e-12);
+  EXPECT_DOUBLE_EQ(learning_rate(c, 2, 200, 128), 0.03);
   c.lr_scaling = "linear";
-  EXPECT_DOUBLE_EQ(learning_rate(c, 3, 1024), 0.03 * 4);
+  EXPECT_DOUBLE_EQ(learning_rate(c, 3, 200, 1024), 0.03 * 4);
 }
 
 TEST(Schedule, ValidationNamesTheOption) {

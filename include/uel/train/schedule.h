@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -19,7 +20,9 @@ struct ScheduleConfig {
 // Throws ConfigError naming the train.* option at fault.
 void validate(const ScheduleConfig& config);
 
-// Learning rate at fractional epoch `epoch` (epoch + step / steps_per_epoch).
-double learning_rate(const ScheduleConfig& config, double epoch, int64_t global_batch);
+// Learning rate at fractional epoch `epoch` (epoch + step / steps_per_epoch) of a run of
+// `total_epochs` (cosine reaches 0 at its end).
+double learning_rate(
+    const ScheduleConfig& config, double epoch, int64_t total_epochs, int64_t global_batch);
 
 }  // namespace uel::train
