@@ -36,23 +36,14 @@ int bench_loader(const Args& args) {
   data::TrainData input = data::open_train_data(
       config.data, config.aug, config.train.batch_size, config.train.seed, 0, 1, c10::kCPU);
   data::Loader& loader = *input.loader;
-  int64_t epoch = 0;
-  loader.start_epoch(epoch);
-  auto next_batch = [&] {
-    std::optional<data::Batch> batch = loader.next();
-    if (!batch) {
-      loader.start_epoch(++epoch);
-      batch = loader.next();
-    }
-    return std::move(*batch);
-  };
+  loader.start_epoch(0);
   for (int64_t i = 0; i < config.bench.warmup; ++i) {
-    next_batch();
+    loader.next_cycling();
   }
   int64_t instances = 0;
   const auto start = Clock::now();
   for (int64_t i = 0; i < config.bench.steps; ++i) {
-    instances += next_batch().indices.size(0);
+    instances += loader.next_cycling().indices.size(0);
   }
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   const double img_per_s = instances / seconds;

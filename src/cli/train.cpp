@@ -51,6 +51,19 @@ std::string latest_or_fail(const std::string& run) {
   return *dir;
 }
 
+// A run's Trainer holding the weights of its newest complete checkpoint (eval, embed).
+std::unique_ptr<train::Trainer> open_run(
+    Config& config, const std::string& run, std::string* checkpoint) {
+  config.validate();
+  const comm::WorldInfo& world = comm::init_world(nullptr, nullptr);
+  configure_compute(config.train.threads, world.local_size);
+  *checkpoint = latest_or_fail(run);
+  config.weights.clear();  // the checkpoint's weights replace any initial ones
+  auto trainer = std::make_unique<train::Trainer>(config, run);
+  trainer->load_checkpoint(*checkpoint, /*with_state=*/false);
+  return trainer;
+}
+
 }  // namespace
 
 int run_train(const Args& args) {
@@ -83,15 +96,10 @@ int run_eval(const Args& args) {
       "protocol", &protocol, {"knn"}, "evaluation protocol (recall and nmi to come)");
   if (!parse_with_run(options, &run, args))
     return 0;
-  config.validate();
-  const comm::WorldInfo& world = comm::init_world(nullptr, nullptr);
-  configure_compute(config.train.threads, world.local_size);
-  const std::string checkpoint = latest_or_fail(run);
-  config.weights.clear();
-  train::Trainer trainer(config, run);
-  trainer.load_checkpoint(checkpoint, /*with_state=*/false);
-  const eval::KnnResult knn = trainer.evaluate_knn();
-  if (world.rank == 0) {
+  std::string checkpoint;
+  auto trainer = open_run(config, run, &checkpoint);
+  const eval::KnnResult knn = trainer->evaluate_knn();
+  if (comm::world().rank == 0) {
     std::printf(
         "%s\n",
         fmt::format(
@@ -118,22 +126,17 @@ int run_embed(const Args& args) {
   if (!parse_with_run(options, &run, args))
     return 0;
   UEL_CHECK_CONFIG(!data.empty() && !out.empty(), "--data and --out are required");
-  config.validate();
-  const comm::WorldInfo& world = comm::init_world(nullptr, nullptr);
-  configure_compute(config.train.threads, world.local_size);
-  const std::string checkpoint = latest_or_fail(run);
-  config.weights.clear();
-  train::Trainer trainer(config, run);
-  trainer.load_checkpoint(checkpoint, /*with_state=*/false);
+  std::string checkpoint;
+  auto trainer = open_run(config, run, &checkpoint);
   data::ImageDataset dataset(data, config.data.memory_mb << 20);
   std::vector<int64_t> all(dataset.size());
   for (int64_t i = 0; i < dataset.size(); ++i)
     all[i] = i;
-  at::Tensor features = trainer.embed(dataset, all).to(at::kCPU);
+  at::Tensor features = trainer->embed(dataset, all).to(at::kCPU);
   // Shards are contiguous and in rank order, so the gather restores dataset order.
   auto comm = comm::make_communicator(config.comm.backend, c10::Device(c10::kCPU));
   at::Tensor gathered = comm->all_gather_v(features);
-  if (world.rank == 0) {
+  if (comm::world().rank == 0) {
     data::write_embeddings(out, gathered, dataset.labels(), data, checkpoint);
     log_info("wrote {} ({} x {} embeddings of {})", out, gathered.size(0), gathered.size(1), data);
   }

@@ -78,6 +78,20 @@ void Communicator::reset_stats() {
   stats_ = CommStats{};
 }
 
+int64_t Communicator::row_numel(const at::Tensor& t) {
+  int64_t n = 1;
+  for (int64_t d = 1; d < t.dim(); ++d) {
+    n *= t.size(d);
+  }
+  return n;
+}
+
+std::vector<int64_t> Communicator::with_first(const at::Tensor& t, int64_t first) {
+  std::vector<int64_t> sizes(t.sizes().begin(), t.sizes().end());
+  sizes[0] = first;
+  return sizes;
+}
+
 void Communicator::check_tensor(const at::Tensor& tensor, Op op) const {
   UEL_CHECK(tensor.defined(), "{}: {} of an undefined tensor", backend(), op_name(op));
   const auto t = tensor.scalar_type();

@@ -73,20 +73,6 @@ at::Tensor host_empty(const at::Tensor& like, at::IntArrayRef sizes) {
   return at::empty(sizes, like.options().device(at::kCPU).pinned_memory(like.is_cuda()));
 }
 
-// Elements per row (dimension 0), also for a tensor with no rows.
-int64_t row_numel(const at::Tensor& t) {
-  int64_t n = 1;
-  for (int64_t d = 1; d < t.dim(); ++d)
-    n *= t.size(d);
-  return n;
-}
-
-std::vector<int64_t> with_first(const at::Tensor& t, int64_t first) {
-  std::vector<int64_t> sizes(t.sizes().begin(), t.sizes().end());
-  sizes[0] = first;
-  return sizes;
-}
-
 }  // namespace
 
 MpiCommunicator::MpiCommunicator(MPI_Comm comm) {

@@ -45,19 +45,6 @@ ncclRedOp_t nccl_op(ReduceOp op) {
   return ncclSum;
 }
 
-int64_t row_numel(const at::Tensor& t) {
-  int64_t n = 1;
-  for (int64_t d = 1; d < t.dim(); ++d)
-    n *= t.size(d);
-  return n;
-}
-
-std::vector<int64_t> with_first(const at::Tensor& t, int64_t first) {
-  std::vector<int64_t> sizes(t.sizes().begin(), t.sizes().end());
-  sizes[0] = first;
-  return sizes;
-}
-
 }  // namespace
 
 NcclCommunicator::NcclCommunicator(MPI_Comm bootstrap, int device) : device_(device) {

@@ -111,6 +111,15 @@ std::optional<Batch> Loader::next() {
   return batch;
 }
 
+Batch Loader::next_cycling() {
+  std::optional<Batch> batch = next();
+  if (!batch) {
+    start_epoch(epoch_ + 1);
+    batch = next();
+  }
+  return std::move(*batch);
+}
+
 Batch Loader::make_batch(int64_t epoch, int64_t step, const std::vector<int64_t>& order) const {
   const std::vector<int64_t> local = sampler_->local_batch(order, step);
   std::vector<int64_t> indices(local.size());

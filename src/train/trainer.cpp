@@ -402,23 +402,14 @@ void Trainer::run() {
 
 double Trainer::benchmark(int64_t steps, int64_t warmup) {
   data::Loader& loader = *input_.loader;
-  int64_t epoch = 0;
-  loader.start_epoch(epoch);
-  auto next = [&] {
-    std::optional<data::Batch> batch = loader.next();
-    if (!batch) {
-      loader.start_epoch(++epoch);
-      batch = loader.next();
-    }
-    return std::move(*batch);
-  };
+  loader.start_epoch(0);
   const double lr = config_.train.schedule.lr;
   for (int64_t i = 0; i < warmup; ++i)
-    train_step(next(), lr);
+    train_step(loader.next_cycling(), lr);
   comm_->barrier();
   const auto start = Clock::now();
   for (int64_t i = 0; i < steps; ++i)
-    train_step(next(), lr);
+    train_step(loader.next_cycling(), lr);
   comm_->barrier();
   return steps * config_.train.batch_size / seconds_since(start);
 }

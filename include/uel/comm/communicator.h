@@ -91,6 +91,11 @@ class Communicator {
     uint64_t watchdog_token_;
   };
 
+  // Elements per row (dimension 0), also for a tensor with no rows.
+  static int64_t row_numel(const at::Tensor& tensor);
+  // The tensor's sizes with the first one replaced.
+  static std::vector<int64_t> with_first(const at::Tensor& tensor, int64_t first);
+
   // Checks shared by every backend; each names the op and the backend.
   void check_tensor(const at::Tensor& tensor, Op op) const;
   void check_reduce(const at::Tensor& tensor, ReduceOp reduce, Op op) const;

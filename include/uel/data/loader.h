@@ -59,6 +59,9 @@ class Loader {
   // The next batch of the epoch, or nullopt at its end. Rethrows a worker's exception.
   std::optional<Batch> next();
 
+  // The next batch, starting the following epoch when one ends (benchmarks).
+  Batch next_cycling();
+
   // Builds one batch synchronously (what the workers run).
   Batch make_batch(int64_t epoch, int64_t step, const std::vector<int64_t>& order) const;
 
