@@ -33,10 +33,15 @@ struct SyncNormalize : public torch::autograd::Function<SyncNormalize> {
     auto* comm = reinterpret_cast<Communicator*>(comm_address);
     const int64_t channels = x.size(1);
     const auto dims = reduce_dims(x.dim());
-    // Sums in float64: sum of squares minus squared mean cancels badly in float32.
-    at::Tensor xd = x.to(at::kDouble);
-    at::Tensor local_count = at::full({1}, static_cast<double>(x.numel() / channels), xd.options());
-    at::Tensor packed = at::cat({xd.sum(dims), (xd * xd).sum(dims), local_count});
+    // Local mean and centred sum of squares in the input's precision (no float64 copy of the
+    // activations); ranks combine sum and sum of squares in float64.
+    const double local_count = static_cast<double>(x.numel() / channels);
+    auto [local_var, local_mean] = at::var_mean(x, dims, /*unbiased=*/false);
+    at::Tensor mean_d = local_mean.to(at::kDouble);
+    at::Tensor packed = at::cat(
+        {mean_d * local_count,
+         local_var.to(at::kDouble) * local_count + mean_d * mean_d * local_count,
+         at::full({1}, local_count, mean_d.options())});
     comm->all_reduce(packed, ReduceOp::kSum);
     const double count = packed[2 * channels].item<double>();
     UEL_CHECK(count > 1, "SyncBatchNorm needs more than one value per channel in the global batch");
@@ -44,7 +49,8 @@ struct SyncNormalize : public torch::autograd::Function<SyncNormalize> {
     at::Tensor var = (packed.narrow(0, channels, channels) / count - mean * mean).clamp_min(0);
     at::Tensor invstd = (var + eps).rsqrt();
     const auto shape = channel_shape(channels, x.dim());
-    at::Tensor x_hat = ((xd - mean.view(shape)) * invstd.view(shape)).to(x.scalar_type());
+    at::Tensor x_hat =
+        (x - mean.to(x.scalar_type()).view(shape)) * invstd.to(x.scalar_type()).view(shape);
     ctx->saved_data["comm"] = comm_address;
     ctx->saved_data["count"] = count;
     ctx->save_for_backward({x_hat, invstd.to(x.scalar_type())});

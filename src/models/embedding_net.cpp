@@ -5,6 +5,7 @@
 #include <fmt/ranges.h>
 #include <torch/nn/functional/normalization.h>
 #include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/pooling.h>
@@ -135,11 +136,15 @@ class ResNetImpl : public BackboneImpl {
     int64_t in = 64;
     for (int stage = 0; stage < 4; ++stage) {
       const int64_t planes = int64_t{64} << stage;
+      // torchvision's parameter names: layer1.0.conv1.weight, ...
+      nn::ModuleList layer;
       for (int b = 0; b < depths[stage]; ++b) {
         Block block(in, planes, b == 0 && stage > 0 ? 2 : 1, bottleneck, comm);
-        blocks_.push_back(register_module(fmt::format("layer{}.{}", stage + 1, b), block));
+        layer->push_back(block);
+        blocks_.push_back(block);
         in = bottleneck ? planes * 4 : planes;
       }
+      register_module(fmt::format("layer{}", stage + 1), layer);
     }
     out_features_ = in;
   }

@@ -1,0 +1,89 @@
+#include <torch/torch.h>
+
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+#include "uel/core/error.h"
+#include "uel/models/embedding_net.h"
+
+namespace uel::models {
+namespace {
+
+TEST(Models, EveryBackboneEmbedsToUnitVectors) {
+  struct Case {
+    std::string arch, stem;
+    int64_t channels, side;
+  };
+  for (const Case& c :
+       {Case{"small_cnn", "cifar", 1, 28},
+        Case{"resnet18", "cifar", 3, 32},
+        Case{"resnet18", "imagenet", 3, 64},
+        Case{"resnet50", "cifar", 3, 16}}) {
+    ModelConfig config;
+    config.arch = c.arch;
+    config.stem = c.stem;
+    config.in_channels = c.channels;
+    config.low_dim = 16;
+    EmbeddingNet net(config, nullptr);
+    at::Tensor out = net->forward(torch::randn({2, c.channels, c.side, c.side}));
+    ASSERT_EQ(out.sizes(), (std::vector<int64_t>{2, 16})) << c.arch;
+    EXPECT_TRUE(torch::allclose(out.norm(2, 1), torch::ones({2}), 1e-5, 1e-5)) << c.arch;
+  }
+}
+
+TEST(Models, ResNetParameterNamesFollowTorchvision) {
+  ModelConfig config;
+  config.arch = "resnet18";
+  EmbeddingNet net(config, nullptr);
+  bool found = false;
+  for (const auto& p : net->named_parameters()) {
+    found = found || p.key() == "backbone.layer2.0.shortcut_conv.weight";
+  }
+  EXPECT_TRUE(found);
+  // 11.2M backbone parameters, as torchvision's ResNet-18 without its classifier.
+  int64_t count = 0;
+  for (const auto& p : net->named_parameters()) {
+    if (p.key().rfind("backbone.", 0) == 0)
+      count += p.value().numel();
+  }
+  EXPECT_EQ(count, 11168832);
+}
+
+TEST(Models, WeightsRoundTripAndMismatchesAreErrors) {
+  test::ScratchDir dir;
+  ModelConfig config;
+  config.in_channels = 1;
+  config.width = 4;
+  torch::manual_seed(1);
+  EmbeddingNet a(config, nullptr);
+  save_weights(*a, dir.file("w.pt"));
+  torch::manual_seed(2);
+  EmbeddingNet b(config, nullptr);
+  EXPECT_TRUE(load_weights(*b, dir.file("w.pt"), /*strict=*/true).empty());
+  at::Tensor x = torch::randn({3, 1, 28, 28});
+  a->eval();
+  b->eval();
+  EXPECT_TRUE(torch::equal(a->forward(x), b->forward(x)));
+
+  config.low_dim = 64;  // a different head
+  EmbeddingNet c(config, nullptr);
+  EXPECT_THROW_WITH(
+      load_weights(*c, dir.file("w.pt"), true), DataError, "'head.weight' has shape [128, 32]");
+  EXPECT_THROW_WITH(load_weights(*c, dir.file("none.pt"), true), DataError, "does not exist");
+  test::write_bytes(dir.file("junk.pt"), {1, 2, 3});
+  EXPECT_THROW_WITH(
+      load_weights(*c, dir.file("junk.pt"), true), DataError, "not a LibTorch weights archive");
+}
+
+TEST(Models, FactoryListsTheValidNames) {
+  ModelConfig config;
+  config.arch = "vgg16";
+  EXPECT_THROW_WITH(
+      make_backbone(config, nullptr), ConfigError, "not one of small_cnn|resnet18|resnet50");
+  config.arch = "resnet18";
+  config.stem = "tiny";
+  EXPECT_THROW_WITH(make_backbone(config, nullptr), ConfigError, "--model.stem='tiny'");
+}
+
+}  // namespace
+}  // namespace uel::models
