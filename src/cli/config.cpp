@@ -28,6 +28,14 @@ void Config::declare_data(OptionSet& o) {
       &data.memory_mb,
       "hold datasets up to this size in memory (MB)",
       OptionSet::non_negative<int64_t>());
+  o.add(
+      "data.drop_last",
+      &data.drop_last,
+      "end epochs at the last full batch (false: pad it from the epoch's start)");
+  o.add(
+      "data.val_fraction",
+      &data.val_fraction,
+      "hold out this fraction of the training set as kNN queries (tuning without the test set)");
 
   o.add(
       "aug.size",

@@ -2,8 +2,12 @@
 
 #include <fmt/ranges.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include "uel/core/error.h"
 #include "uel/core/logging.h"
+#include "uel/core/rng.h"
 
 namespace uel::data {
 
@@ -22,6 +26,27 @@ TrainData open_train_data(
   const DatasetInfo& info = dataset->info();
   out.positions = select_classes(
       dataset->labels(), parse_class_filter(config.classes, info.num_classes), config.train);
+  UEL_CHECK_CONFIG(
+      config.val_fraction >= 0 && config.val_fraction < 1,
+      "--data.val_fraction must be in [0, 1), got {}",
+      config.val_fraction);
+  if (config.val_fraction > 0) {
+    std::vector<int64_t> shuffled = out.positions;
+    Rng rng(stream_key(0, RngPurpose::kSplit, 0, 0));
+    for (int64_t i = static_cast<int64_t>(shuffled.size()) - 1; i > 0; --i) {
+      std::swap(shuffled[i], shuffled[rng.below(i + 1)]);
+    }
+    const auto held =
+        static_cast<size_t>(std::max<double>(1, std::round(config.val_fraction * shuffled.size())));
+    UEL_CHECK_CONFIG(
+        held < shuffled.size(),
+        "--data.val_fraction {} leaves nothing to train on",
+        config.val_fraction);
+    out.validation.assign(shuffled.begin(), shuffled.begin() + held);
+    out.positions.assign(shuffled.begin() + held, shuffled.end());
+    std::sort(out.validation.begin(), out.validation.end());
+    std::sort(out.positions.begin(), out.positions.end());
+  }
   if (augment.mean.empty() || augment.std.empty()) {
     auto [mean, std] = channel_stats(*dataset, out.positions);
     if (augment.mean.empty())

@@ -54,7 +54,9 @@ void validate(const RunConfig& c) {
   UEL_CHECK_CONFIG(c.train.checkpoint_every >= 0, "--train.checkpoint_every must be >= 0");
   UEL_CHECK_CONFIG(c.train.keep >= 1, "--train.keep must be >= 1");
   UEL_CHECK_CONFIG(c.eval.every >= 0, "--eval.every must be >= 0");
-  UEL_CHECK_CONFIG(c.eval.every == 0 || !c.data.test.empty(), "--eval.every needs --data.test");
+  UEL_CHECK_CONFIG(
+      c.eval.every == 0 || !c.data.test.empty() || c.data.val_fraction > 0,
+      "--eval.every needs --data.test or --data.val_fraction");
   validate(c.train.schedule);
 }
 
@@ -80,7 +82,11 @@ Trainer::Trainer(RunConfig config, std::string run_dir)
       comm_->rank(),
       comm_->size(),
       device_);
-  if (!config_.data.test.empty()) {
+  if (!input_.validation.empty()) {
+    // Tuning: the held-out part of the training set is the query set.
+    test_ = input_.dataset;
+    test_positions_ = input_.validation;
+  } else if (!config_.data.test.empty()) {
     auto test =
         std::make_shared<data::ImageDataset>(config_.data.test, config_.data.memory_mb << 20);
     test_positions_ = data::select_classes(
@@ -228,7 +234,7 @@ at::Tensor Trainer::embed(
 }
 
 eval::KnnResult Trainer::evaluate_knn() {
-  UEL_CHECK_CONFIG(test_ != nullptr, "kNN evaluation needs --data.test");
+  UEL_CHECK_CONFIG(test_ != nullptr, "kNN evaluation needs --data.test or --data.val_fraction");
   auto labels_of =
       [](const data::ImageDataset& d, const std::vector<int64_t>& positions, ShardRange shard) {
         std::vector<int64_t> out;
@@ -381,13 +387,14 @@ void Trainer::run() {
           config_.eval.knn.tau,
           seconds_since(eval_start));
       log_metrics(fmt::format(
-          R"({{"step": {}, "epoch": {}, "knn_top1": {:.4f}, "knn_top5": {:.4f}, "k": {}, "tau": {}}})",
+          R"({{"step": {}, "epoch": {}, "knn_top1": {:.4f}, "knn_top5": {:.4f}, "k": {}, "tau": {}, "split": "{}"}})",
           global_step_,
           epoch_,
           knn.top1,
           knn.top5,
           config_.eval.knn.k,
-          config_.eval.knn.tau));
+          config_.eval.knn.tau,
+          input_.validation.empty() ? "test" : "validation"));
       interval_start = Clock::now();
     }
   }

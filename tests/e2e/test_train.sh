@@ -68,6 +68,12 @@ assert e.shape == (10000, 32) and l.shape == (10000,), (e.shape, l.shape)
 assert np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5)
 PY
 
+# --- kNN on a validation split held out of the training set -----------------------------------
+"$mpiexec" -np 2 "$uel" train --data.train="$tmp/fm/test.h5" --aug.mean=0.286 --aug.std=0.353 --model.width=8 \
+  --train.batch_size=256 --train.epochs=1 --train.threads=1 --data.val_fraction=0.1 --eval.every=1 \
+  --out "$tmp/val" >"$tmp/val.log" 2>&1 || fail "training with a validation split"
+grep -qE '"knn_top1": [0-9.]+.*"split": "validation"' "$tmp/val/metrics.jsonl" && pass || fail "no validation kNN line"
+
 # --- a non-finite loss stops the run ---------------------------------------------------------
 "$mpiexec" -np 2 "$uel" train "${common[@]}" --train.max_steps=4 --train.checkpoint_every=2 --out "$tmp/nan" \
   >/dev/null 2>&1 || fail "run before the blow-up"

@@ -78,6 +78,26 @@ TEST(Loader, PadsTheLastBatchWhenAsked) {
   EXPECT_EQ(seen.size(), 37u);  // every item, three of them twice
 }
 
+TEST(Loader, ValidationSplitIsDisjointFixedAndComplete) {
+  test::ScratchDir dir;
+  DataConfig config = data_config(make_dataset(dir));
+  config.val_fraction = 0.25;
+  AugmentConfig aug;
+  TrainData a = open_train_data(config, aug, 4, /*seed=*/1, 0, 1, c10::kCPU);
+  TrainData b = open_train_data(config, aug, 4, /*seed=*/2, 0, 1, c10::kCPU);
+  EXPECT_EQ(a.validation.size(), 9u);  // round(0.25 * 37)
+  EXPECT_EQ(a.positions.size(), 28u);
+  EXPECT_EQ(a.validation, b.validation);  // independent of train.seed
+  std::set<int64_t> all(a.positions.begin(), a.positions.end());
+  all.insert(a.validation.begin(), a.validation.end());
+  EXPECT_EQ(all.size(), 37u);
+  config.val_fraction = 1.0;
+  EXPECT_THROW_WITH(
+      open_train_data(config, aug, 4, 1, 0, 1, c10::kCPU),
+      ConfigError,
+      "--data.val_fraction must be in [0, 1)");
+}
+
 TEST(Loader, RanksSplitTheSameViewsAsOneRank) {
   test::ScratchDir dir;
   const std::string path = make_dataset(dir);

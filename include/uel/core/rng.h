@@ -12,6 +12,7 @@ namespace uel {
 enum class RngPurpose : uint64_t {
   kSampler = 1,
   kAugment = 2,
+  kSplit = 3,
 };
 
 // SplitMix64's finaliser: a bijection on 64-bit words with full avalanche.

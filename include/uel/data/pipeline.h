@@ -25,11 +25,15 @@ struct DataConfig {
   int prefetch = 2;
   int64_t memory_mb = 4096;  // files with at most this many MB of images are held in memory
   bool drop_last = true;     // false: pad the last batch with items from the epoch's start
+  // Held out of training as the kNN query set, for tuning without touching the test set. The
+  // split is fixed (independent of train.seed), so runs with different seeds share it.
+  double val_fraction = 0;
 };
 
 struct TrainData {
   std::shared_ptr<const ImageDataset> dataset;
-  std::vector<int64_t> positions;  // dataset indices selected by the class filter
+  std::vector<int64_t> positions;   // dataset indices trained on (class filter, minus validation)
+  std::vector<int64_t> validation;  // dataset indices held out (data.val_fraction), ascending
   std::shared_ptr<const Augmenter> augmenter;
   std::unique_ptr<Loader> loader;
 };
