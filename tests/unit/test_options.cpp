@@ -29,8 +29,16 @@ TEST(Options, DefaultsFileAndOverridesInThatOrder) {
   test::ScratchDir dir;
   std::ofstream(dir.file("a.ini"))
       << "[train]\nbatch_size = 64\nseed=9\n[data]\ntrain = /x.h5\n[aug]\nmean = 0.1,0.2,0.3\n";
-  auto p =
-      parse({"--config", dir.file("a.ini"), "--train.batch_size=32", "--model.arch", "resnet18"});
+  auto p = parse(
+      {"--config",
+       dir.file("a.ini"),
+       "--train.batch_size=32",
+       "--model.arch",
+       "resnet18",
+       "--data.drop_last=false",
+       "--data.val_fraction=0.1"});
+  EXPECT_FALSE(p->config.data.drop_last);
+  EXPECT_DOUBLE_EQ(p->config.data.val_fraction, 0.1);
   EXPECT_EQ(p->config.train.batch_size, 32);  // the command line beats the file
   EXPECT_EQ(p->config.train.seed, 9u);        // the file beats the default
   EXPECT_EQ(p->config.data.train, "/x.h5");
