@@ -7,7 +7,6 @@
 #include <regex>
 #include <sstream>
 
-#include <ATen/Parallel.h>
 #include <torch/serialize.h>
 #include <torch/torch.h>
 
@@ -63,14 +62,8 @@ void validate(const RunConfig& c) {
 Trainer::Trainer(RunConfig config, std::string run_dir)
     : config_(std::move(config)), run_dir_(std::move(run_dir)) {
   validate(config_);
-  const comm::WorldInfo world = comm::world();
+  // LibTorch threads (train.threads) are process set-up: the commands call configure_compute.
   comm::Watchdog::instance().set_timeout(config_.comm.timeout_s);
-  int threads = config_.train.threads;
-  if (threads <= 0) {
-    threads = std::max(
-        1, static_cast<int>(std::thread::hardware_concurrency()) / std::max(1, world.local_size));
-  }
-  at::set_num_threads(threads);
   device_ = comm::select_device(config_.train.device);
   comm_ = comm::make_communicator(config_.comm.backend, device_);
 
