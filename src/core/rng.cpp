@@ -1,5 +1,7 @@
 #include "uel/core/rng.h"
 
+#include <utility>
+
 #include "uel/core/error.h"
 
 namespace uel {
@@ -43,6 +45,12 @@ int64_t Rng::below(int64_t n) {
     x = next_u64();
   }
   return static_cast<int64_t>(x % bound);
+}
+
+void shuffle(std::vector<int64_t>& values, Rng& rng) {
+  for (int64_t i = static_cast<int64_t>(values.size()) - 1; i > 0; --i) {
+    std::swap(values[i], values[rng.below(i + 1)]);
+  }
 }
 
 }  // namespace uel

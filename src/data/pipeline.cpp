@@ -33,9 +33,7 @@ TrainData open_train_data(
   if (config.val_fraction > 0) {
     std::vector<int64_t> shuffled = out.positions;
     Rng rng(stream_key(0, RngPurpose::kSplit, 0, 0));
-    for (int64_t i = static_cast<int64_t>(shuffled.size()) - 1; i > 0; --i) {
-      std::swap(shuffled[i], shuffled[rng.below(i + 1)]);
-    }
+    shuffle(shuffled, rng);
     const auto held =
         static_cast<size_t>(std::max<double>(1, std::round(config.val_fraction * shuffled.size())));
     UEL_CHECK_CONFIG(

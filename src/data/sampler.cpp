@@ -11,15 +11,7 @@
 
 namespace uel::data {
 
-namespace {
-
-void shuffle(std::vector<int64_t>& v, Rng& rng) {
-  for (int64_t i = static_cast<int64_t>(v.size()) - 1; i > 0; --i) {
-    std::swap(v[i], v[rng.below(i + 1)]);
-  }
-}
-
-}  // namespace
+namespace {}  // namespace
 
 Sampler::Sampler(int64_t global_batch, int rank, int world)
     : global_batch_(global_batch), rank_(rank), world_(world) {

@@ -6,6 +6,7 @@
 // sampling) pass rank 0 and key the stream by sample index instead.
 
 #include <cstdint>
+#include <vector>
 
 namespace uel {
 
@@ -47,5 +48,8 @@ class Rng {
  private:
   uint64_t state_;
 };
+
+// Fisher-Yates shuffle in place, the one used for every reproducible permutation.
+void shuffle(std::vector<int64_t>& values, Rng& rng);
 
 }  // namespace uel
