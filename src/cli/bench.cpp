@@ -13,7 +13,9 @@
 #include "uel/comm/world.h"
 #include "uel/core/error.h"
 #include "uel/core/logging.h"
+#include "uel/core/rng.h"
 #include "uel/data/pipeline.h"
+#include "uel/losses/memory_bank.h"
 #include "uel/train/trainer.h"
 
 namespace uel::cli {
@@ -241,6 +243,7 @@ int bench_step(const Args& args) {
   configure_compute(config.train.threads, world.local_size);
   train::Trainer trainer(config, "");
   const double img_per_s = trainer.benchmark(config.bench.steps, config.bench.warmup);
+  const int views = config.train.method == "isif" ? 2 : 1;
   if (world.rank == 0) {
     std::printf(
         "%s\n",
@@ -254,10 +257,10 @@ int bench_step(const Args& args) {
             config.data.train,
             world.size,
             config.train.batch_size,
-            2 * config.train.batch_size,
+            views * config.train.batch_size,
             config.bench.steps,
             img_per_s,
-            2 * img_per_s,
+            views * img_per_s,
             img_per_s / world.size,
             config.train.method,
             config.model.arch,
@@ -272,12 +275,134 @@ int bench_step(const Args& args) {
   return 0;
 }
 
+// The sharded memory bank alone: draw negatives, loss forward and backward, bank update, on
+// random unit queries, for each bank size N and negative count K on this world size.
+int bench_bank(const Args& args) {
+  Config config;
+  config.bench.steps = 10;
+  config.bench.warmup = 2;
+  config.train.batch_size = 256;
+  OptionSet options(
+      "[mpirun -np N] uel bench bank [--bench.bank_rows=1e5,1.28e6] [--bench.bank_k=4096,65536]");
+  config.declare(options);
+  if (!options.parse(args)) {
+    return 0;
+  }
+  config.validate();
+  const comm::WorldInfo& world = comm::init_world(nullptr, nullptr);
+  configure_compute(config.train.threads, world.local_size);
+  comm::Watchdog::instance().set_timeout(config.comm.timeout_s);
+  const c10::Device device = comm::select_device(config.bench.device);
+  auto comm = comm::make_communicator(config.comm.backend, device);
+  const int64_t batch = config.train.batch_size, dim = config.model.low_dim;
+  UEL_CHECK_CONFIG(
+      batch % world.size == 0,
+      "--train.batch_size {} is not divisible by {} ranks",
+      batch,
+      world.size);
+  const int64_t local = batch / world.size;
+  const auto options_f = at::TensorOptions().device(device).dtype(at::kFloat);
+
+  std::string table = fmt::format(
+      "memory-bank benchmark: {} ranks ({}, {}), batch {}, dim {}, {} steps\n"
+      "{:>10} {:>7} {:>14} {:>14} {:>12} {:>10}\n",
+      world.size,
+      comm->backend(),
+      device.str(),
+      batch,
+      dim,
+      config.bench.steps,
+      "N",
+      "K",
+      "bytes/step",
+      "bank MB/rank",
+      "ms/step",
+      "img/s");
+  std::string json;
+  for (const double rows_value : config.bench.bank_rows) {
+    for (const double k_value : config.bench.bank_k) {
+      const auto n = static_cast<int64_t>(rows_value);
+      losses::NceConfig nce = config.nce;
+      nce.k = static_cast<int64_t>(k_value);
+      losses::validate(nce);
+      losses::MemoryBank bank(n, dim, config.train.seed, world.rank, world.size, options_f);
+      double seconds = 0;
+      int64_t bytes = 0;
+      for (int64_t step = 0; step < config.bench.warmup + config.bench.steps; ++step) {
+        Rng rng(stream_key(config.train.seed, RngPurpose::kSampler, 0, step));
+        std::vector<int64_t> all_items(batch);
+        for (auto& item : all_items)
+          item = rng.below(n);
+        const at::Tensor items = at::tensor(std::vector<int64_t>(
+            all_items.begin() + world.rank * local, all_items.begin() + (world.rank + 1) * local));
+        at::Tensor features = at::randn({local, dim}, options_f);
+        features = (features / features.norm(2, 1, true)).requires_grad_(true);
+        comm->barrier();
+        const comm::CommStats before = comm->stats();
+        const auto start = Clock::now();
+        at::Tensor negatives;
+        if (nce.k > 0)
+          negatives = bank.draw_negatives(batch, nce.k, derive_key(config.train.seed, step));
+        losses::BankLoss out = losses::bank_loss(features, items, bank, nce, negatives, *comm);
+        out.loss.backward();
+        {
+          at::NoGradGuard no_grad;
+          bank.update(out.items, out.queries, nce.momentum);
+        }
+        if (device.is_cuda())
+          torch::cuda::synchronize();
+        const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+        if (step >= config.bench.warmup) {
+          seconds += comm->all_reduce_scalar(elapsed, comm::ReduceOp::kMax);
+          bytes += comm->stats().total_bytes() - before.total_bytes();
+        }
+      }
+      const double ms = 1e3 * seconds / config.bench.steps;
+      const double bank_mb = comm->all_reduce_scalar(
+          static_cast<double>(bank.rows().numel() * 4) / (1 << 20), comm::ReduceOp::kMax);
+      const int64_t per_step = bytes / config.bench.steps;
+      table += fmt::format(
+          "{:>10} {:>7} {:>14} {:>14.1f} {:>12.2f} {:>10.0f}\n",
+          n,
+          nce.k,
+          per_step,
+          bank_mb,
+          ms,
+          batch / (ms / 1e3));
+      json += fmt::format(
+          R"({}{{"rows": {}, "k": {}, "bytes_per_step": {}, "bank_mb_per_rank": {:.2f}, "ms_per_step": {:.3f}}})",
+          json.empty() ? "" : ", ",
+          n,
+          nce.k,
+          per_step,
+          bank_mb,
+          ms);
+    }
+  }
+  if (world.rank == 0) {
+    std::printf(
+        "%s%s\n",
+        table.c_str(),
+        fmt::format(
+            R"({{"bench": "bank", "backend": "{}", "ranks": {}, "device": "{}", "batch": {}, "dim": {}, "results": [{}]}})",
+            comm->backend(),
+            world.size,
+            device.str(),
+            batch,
+            dim,
+            json)
+            .c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 int run_bench(const Args& args) {
   UEL_CHECK_CONFIG(
       !args.empty() && args.front()[0] != '-',
-      "usage: uel bench <loader|comm|step> [options]; `uel bench <name> --help` lists the options");
+      "usage: uel bench <loader|comm|step|bank> [options]; `uel bench <name> --help` lists the "
+      "options");
   const std::string which = args.front();
   const Args rest(args.begin() + 1, args.end());
   if (which == "loader") {
@@ -289,7 +414,10 @@ int run_bench(const Args& args) {
   if (which == "step") {
     return bench_step(rest);
   }
-  UEL_CHECK_CONFIG(false, "unknown benchmark '{}'; available: loader, comm, step", which);
+  if (which == "bank") {
+    return bench_bank(rest);
+  }
+  UEL_CHECK_CONFIG(false, "unknown benchmark '{}'; available: loader, comm, step, bank", which);
   return 2;
 }
 

@@ -1,5 +1,7 @@
 #include "uel/cli/config.h"
 
+#include <cmath>
+
 #include "uel/core/error.h"
 #include "uel/models/embedding_net.h"
 
@@ -81,7 +83,11 @@ void Config::declare_model(OptionSet& o) {
 }
 
 void Config::declare_train(OptionSet& o) {
-  o.add_choice("train.method", &train.method, {"isif"}, "loss: isif (nce, udml, margin to come)");
+  o.add_choice(
+      "train.method",
+      &train.method,
+      {"isif", "nce"},
+      "loss: isif (two views, global-batch softmax) or nce (sharded memory bank)");
   o.add(
       "train.batch_size",
       &train.batch_size,
@@ -162,10 +168,31 @@ void Config::declare_train(OptionSet& o) {
       "also differentiate through the keys (the seed detaches them)");
 
   o.add(
+      "nce.k",
+      &nce.k,
+      "negatives per instance (0 = full softmax over the memory bank)",
+      OptionSet::non_negative<int64_t>());
+  o.add(
+      "nce.temperature",
+      &nce.temperature,
+      "temperature T of exp(<f, v> / T), >= 0.005",
+      OptionSet::positive<double>());
+  o.add(
+      "nce.momentum",
+      &nce.momentum,
+      "memory-bank update v <- normalize(m v + (1 - m) f), m in [0, 1)",
+      OptionSet::non_negative<double>());
+
+  o.add(
       "eval.every",
       &eval.every,
       "kNN evaluation every N epochs (0 = never)",
       OptionSet::non_negative<int64_t>());
+  o.add_choice(
+      "eval.features",
+      &eval.features,
+      {"recompute", "bank"},
+      "kNN training features: recompute (eval transform) or bank (nce's memory bank as is)");
   o.add("eval.knn_k", &eval.knn.k, "neighbours K", OptionSet::positive<int64_t>());
   o.add("eval.knn_tau", &eval.knn.tau, "vote weight exp(s / tau)", OptionSet::positive<double>());
   o.add(
@@ -208,6 +235,8 @@ void Config::declare_bench(OptionSet& o) {
       OptionSet::positive<int64_t>());
   o.add("bench.steps", &bench.steps, "timed steps", OptionSet::positive<int64_t>());
   o.add("bench.warmup", &bench.warmup, "untimed steps first", OptionSet::non_negative<int64_t>());
+  o.add("bench.bank_rows", &bench.bank_rows, "bench bank: memory-bank sizes N");
+  o.add("bench.bank_k", &bench.bank_k, "bench bank: negatives K (0 = full softmax)");
 }
 
 void Config::validate() const {
@@ -217,6 +246,14 @@ void Config::validate() const {
       "--bench.min_bytes {} exceeds --bench.max_bytes {}",
       bench.min_bytes,
       bench.max_bytes);
+  for (const double n : bench.bank_rows) {
+    UEL_CHECK_CONFIG(
+        n >= 1 && n == std::floor(n), "--bench.bank_rows: {} is not a positive whole number", n);
+  }
+  for (const double k : bench.bank_k) {
+    UEL_CHECK_CONFIG(
+        k >= 0 && k == std::floor(k), "--bench.bank_k: {} is not a whole number >= 0", k);
+  }
 }
 
 }  // namespace uel::cli

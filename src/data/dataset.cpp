@@ -416,60 +416,19 @@ void write_embeddings(
       embeddings.dim() == 2 && embeddings.size(0) == static_cast<int64_t>(labels.size()),
       "embeddings and labels disagree");
   at::Tensor values = embeddings.to(at::kCPU, at::kFloat).contiguous();
-  std::lock_guard<std::recursive_mutex> lock(h5::mutex());
-  h5::quiet_errors();
-  const fs::path parent = fs::path(path).parent_path();
-  if (!parent.empty())
-    fs::create_directories(parent);
-  const std::string tmp = path + ".tmp." + std::to_string(getpid());
-  {
-    Handle file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
-    UEL_CHECK_DATA(file.valid(), "cannot create '{}': {}", tmp, h5::last_error());
-    const hsize_t dims[2] = {hsize_t(values.size(0)), hsize_t(values.size(1))};
-    Handle space(H5Screate_simple(2, dims, nullptr), H5Sclose);
-    Handle data(
-        H5Dcreate2(
-            file.get(),
-            "embeddings",
-            H5T_IEEE_F32LE,
-            space.get(),
-            H5P_DEFAULT,
-            H5P_DEFAULT,
-            H5P_DEFAULT),
-        H5Dclose);
-    const hsize_t n[1] = {labels.size()};
-    Handle label_space(H5Screate_simple(1, n, nullptr), H5Sclose);
-    Handle label_data(
-        H5Dcreate2(
-            file.get(),
-            "labels",
-            H5T_STD_I64LE,
-            label_space.get(),
-            H5P_DEFAULT,
-            H5P_DEFAULT,
-            H5P_DEFAULT),
-        H5Dclose);
-    UEL_CHECK_DATA(
-        data.valid() && label_data.valid() &&
-            H5Dwrite(
-                data.get(),
-                H5T_NATIVE_FLOAT,
-                H5S_ALL,
-                H5S_ALL,
-                H5P_DEFAULT,
-                values.data_ptr<float>()) >= 0 &&
-            H5Dwrite(
-                label_data.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, labels.data()) >=
-                0,
-        "cannot write '{}' (disk full?): {}",
-        tmp,
-        h5::last_error());
-    h5::write_string_attribute(file.get(), "source", source);
-    h5::write_string_attribute(file.get(), "checkpoint", checkpoint);
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  UEL_CHECK_DATA(!ec, "cannot move '{}' to '{}': {}", tmp, path, ec.message());
+  h5::write_file_atomically(path, [&](hid_t file) {
+    h5::write_array(
+        file,
+        "embeddings",
+        H5T_IEEE_F32LE,
+        H5T_NATIVE_FLOAT,
+        {hsize_t(values.size(0)), hsize_t(values.size(1))},
+        values.data_ptr<float>());
+    h5::write_array(
+        file, "labels", H5T_STD_I64LE, H5T_NATIVE_INT64, {labels.size()}, labels.data());
+    h5::write_string_attribute(file, "source", source);
+    h5::write_string_attribute(file, "checkpoint", checkpoint);
+  });
 }
 
 }  // namespace uel::data

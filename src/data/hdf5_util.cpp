@@ -1,8 +1,14 @@
 #include "hdf5_util.h"
 
+#include <unistd.h>
+
+#include <filesystem>
+
 #include "uel/core/error.h"
 
 namespace uel::data::h5 {
+
+namespace fs = std::filesystem;
 
 std::recursive_mutex& mutex() {
   static std::recursive_mutex m;
@@ -144,20 +150,50 @@ std::vector<std::string> read_string_array_attribute(hid_t object, const char* n
   return read_strings(object, name);
 }
 
-int64_t read_int_attribute(hid_t object, const char* name) {
+namespace {
+
+// One number of HDF5 class `kind` read as `memory_type`.
+void read_scalar(hid_t object, const char* name, H5T_class_t kind, hid_t memory_type, void* value) {
   Handle attr = open_attribute(object, name);
   Handle type(H5Aget_type(attr.get()), H5Tclose);
   UEL_CHECK_DATA(
-      H5Tget_class(type.get()) == H5T_INTEGER, "attribute '{}' should be an integer", name);
+      H5Tget_class(type.get()) == kind,
+      "attribute '{}' should be {}",
+      name,
+      kind == H5T_INTEGER ? "an integer" : "a number");
   Handle space(H5Aget_space(attr.get()), H5Sclose);
   UEL_CHECK_DATA(
       H5Sget_simple_extent_npoints(space.get()) == 1, "attribute '{}' should hold one value", name);
-  int64_t value = 0;
   UEL_CHECK_DATA(
-      H5Aread(attr.get(), H5T_NATIVE_INT64, &value) >= 0,
+      H5Aread(attr.get(), memory_type, value) >= 0,
       "cannot read attribute '{}': {}",
       name,
       last_error());
+}
+
+void write_scalar(
+    hid_t object, const char* name, hid_t file_type, hid_t memory_type, const void* value) {
+  Handle space(H5Screate(H5S_SCALAR), H5Sclose);
+  Handle attr(H5Acreate2(object, name, file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+  UEL_CHECK_DATA(attr.valid(), "cannot create attribute '{}': {}", name, last_error());
+  UEL_CHECK_DATA(
+      H5Awrite(attr.get(), memory_type, value) >= 0,
+      "cannot write attribute '{}': {}",
+      name,
+      last_error());
+}
+
+}  // namespace
+
+int64_t read_int_attribute(hid_t object, const char* name) {
+  int64_t value = 0;
+  read_scalar(object, name, H5T_INTEGER, H5T_NATIVE_INT64, &value);
+  return value;
+}
+
+double read_double_attribute(hid_t object, const char* name) {
+  double value = 0;
+  read_scalar(object, name, H5T_FLOAT, H5T_NATIVE_DOUBLE, &value);
   return value;
 }
 
@@ -171,13 +207,49 @@ void write_string_array_attribute(
 }
 
 void write_int_attribute(hid_t object, const char* name, int64_t value) {
-  Handle space(H5Screate(H5S_SCALAR), H5Sclose);
-  Handle attr(
-      H5Acreate2(object, name, H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
-  UEL_CHECK_DATA(attr.valid(), "cannot create attribute '{}': {}", name, last_error());
+  write_scalar(object, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &value);
+}
+
+void write_double_attribute(hid_t object, const char* name, double value) {
+  write_scalar(object, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &value);
+}
+
+void write_file_atomically(const std::string& path, const std::function<void(hid_t file)>& fill) {
+  std::lock_guard<std::recursive_mutex> lock(mutex());
+  quiet_errors();
+  const fs::path parent = fs::path(path).parent_path();
+  if (!parent.empty())
+    fs::create_directories(parent);
+  const std::string tmp = path + ".tmp." + std::to_string(getpid());
+  try {
+    Handle file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
+    UEL_CHECK_DATA(file.valid(), "cannot create '{}': {}", tmp, last_error());
+    fill(file.get());
+    UEL_CHECK_DATA(file.close() >= 0, "cannot write '{}' (disk full?): {}", tmp, last_error());
+  } catch (...) {
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    throw;
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  UEL_CHECK_DATA(!ec, "cannot move '{}' to '{}': {}", tmp, path, ec.message());
+}
+
+void write_array(
+    hid_t file,
+    const char* name,
+    hid_t file_type,
+    hid_t memory_type,
+    const std::vector<hsize_t>& dims,
+    const void* data) {
+  Handle space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
+  Handle array(
+      H5Dcreate2(file, name, file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+      H5Dclose);
   UEL_CHECK_DATA(
-      H5Awrite(attr.get(), H5T_NATIVE_INT64, &value) >= 0,
-      "cannot write attribute '{}': {}",
+      array.valid() && H5Dwrite(array.get(), memory_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0,
+      "cannot write '{}' (disk full?): {}",
       name,
       last_error());
 }

@@ -4,6 +4,7 @@
 
 #include <hdf5.h>
 
+#include <functional>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -65,10 +66,24 @@ bool has_attribute(hid_t object, const char* name);
 std::string read_string_attribute(hid_t object, const char* name);
 std::vector<std::string> read_string_array_attribute(hid_t object, const char* name);
 int64_t read_int_attribute(hid_t object, const char* name);
+double read_double_attribute(hid_t object, const char* name);
 
 void write_string_attribute(hid_t object, const char* name, const std::string& value);
 void write_string_array_attribute(
     hid_t object, const char* name, const std::vector<std::string>& values);
 void write_int_attribute(hid_t object, const char* name, int64_t value);
+void write_double_attribute(hid_t object, const char* name, double value);
+
+// Creates `path` through a temporary file renamed into place once `fill` has written it and it
+// is closed: readers never see a partial file, and a failure leaves any old file as it was.
+void write_file_atomically(const std::string& path, const std::function<void(hid_t file)>& fill);
+// A contiguous dataset `name` of shape `dims` stored as `file_type`, from `memory_type` values.
+void write_array(
+    hid_t file,
+    const char* name,
+    hid_t file_type,
+    hid_t memory_type,
+    const std::vector<hsize_t>& dims,
+    const void* data);
 
 }  // namespace uel::data::h5

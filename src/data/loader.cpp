@@ -137,6 +137,7 @@ Batch Loader::make_batch(int64_t epoch, int64_t step, const std::vector<int64_t>
   batch.epoch = epoch;
   batch.step = step;
   batch.indices = at::tensor(indices, at::kLong);
+  batch.items = at::tensor(local, at::kLong);
   batch.labels = at::tensor(labels, at::kLong);
   at::Tensor images = dataset_->read(indices).to(options_.device);
   for (int v = 0; v < options_.num_views; ++v) {

@@ -18,7 +18,8 @@ TrainData open_train_data(
     uint64_t seed,
     int rank,
     int world,
-    c10::Device device) {
+    c10::Device device,
+    int num_views) {
   UEL_CHECK_CONFIG(
       !config.train.empty(), "--data.train is not set; point it at a prepared HDF5 file");
   TrainData out;
@@ -72,6 +73,7 @@ TrainData open_train_data(
   options.workers = config.workers;
   options.prefetch = config.prefetch;
   options.device = device;
+  options.num_views = num_views;
   out.loader =
       std::make_unique<Loader>(out.dataset, out.positions, sampler, out.augmenter, options);
   return out;

@@ -14,8 +14,10 @@
 #include "uel/comm/world.h"
 #include "uel/core/error.h"
 #include "uel/core/logging.h"
+#include "uel/core/rng.h"
 #include "uel/core/shard.h"
 #include "uel/core/version.h"
+#include "uel/data/row_shard.h"
 #include "uel/train/checkpoint.h"
 
 namespace uel::train {
@@ -46,7 +48,14 @@ std::string format_duration(double seconds) {
 
 void validate(const RunConfig& c) {
   UEL_CHECK_CONFIG(
-      c.train.method == "isif", "--train.method='{}' is not available; use isif", c.train.method);
+      c.train.method == "isif" || c.train.method == "nce",
+      "--train.method='{}' is not available; use isif or nce",
+      c.train.method);
+  if (c.train.method == "nce")
+    losses::validate(c.nce);
+  UEL_CHECK_CONFIG(
+      c.eval.features == "recompute" || (c.eval.features == "bank" && c.train.method == "nce"),
+      "--eval.features=bank needs the memory bank of --train.method=nce; use recompute");
   UEL_CHECK_CONFIG(c.train.epochs > 0, "--train.epochs must be positive, got {}", c.train.epochs);
   UEL_CHECK_CONFIG(c.train.max_steps >= 0, "--train.max_steps must be >= 0");
   UEL_CHECK_CONFIG(c.train.log_every > 0, "--train.log_every must be positive");
@@ -74,7 +83,8 @@ Trainer::Trainer(RunConfig config, std::string run_dir)
       config_.train.seed,
       comm_->rank(),
       comm_->size(),
-      device_);
+      device_,
+      /*num_views=*/config_.train.method == "isif" ? 2 : 1);
   if (!input_.validation.empty()) {
     // Tuning: the held-out part of the training set is the query set.
     test_ = input_.dataset;
@@ -93,6 +103,16 @@ Trainer::Trainer(RunConfig config, std::string run_dir)
   model_ = models::EmbeddingNet(config_.model, comm_);
   dtype_ = config_.train.precision == "float64" ? at::kDouble : at::kFloat;
   model_->to(device_, dtype_);
+  if (config_.train.method == "nce") {
+    // One row per training item, indexed by sampler position.
+    bank_ = std::make_unique<losses::MemoryBank>(
+        static_cast<int64_t>(input_.positions.size()),
+        config_.model.low_dim,
+        config_.train.seed,
+        comm_->rank(),
+        comm_->size(),
+        at::TensorOptions().device(device_).dtype(dtype_));
+  }
   if (!config_.weights.empty()) {
     for (const auto& name : models::load_weights(*model_, config_.weights, /*strict=*/false)) {
       log_warn(
@@ -123,13 +143,32 @@ double Trainer::train_step(const data::Batch& batch, double lr) {
     static_cast<torch::optim::SGDOptions&>(group.options()).lr(lr);
   }
   model_->train();
-  // Views stacked as the loss expects: first views, then second views, of the same instances.
-  at::Tensor embeddings = model_->forward(at::cat({batch.views[0], batch.views[1]}).to(dtype_));
-  at::Tensor loss = losses::isif_loss(embeddings, *comm_, config_.isif);
+  at::Tensor loss;
+  losses::BankLoss bank_loss;
+  if (bank_) {
+    const at::Tensor features = model_->forward(batch.views[0].to(dtype_));
+    at::Tensor negatives;
+    if (config_.nce.k > 0) {
+      negatives = bank_->draw_negatives(
+          features.size(0) * comm_->size(),
+          config_.nce.k,
+          stream_key(config_.train.seed, RngPurpose::kNegatives, comm_->rank(), global_step_));
+    }
+    bank_loss = losses::bank_loss(features, batch.items, *bank_, config_.nce, negatives, *comm_);
+    loss = bank_loss.loss;
+  } else {
+    // Views stacked as the loss expects: first views, then second views, of the same instances.
+    at::Tensor embeddings = model_->forward(at::cat({batch.views[0], batch.views[1]}).to(dtype_));
+    loss = losses::isif_loss(embeddings, *comm_, config_.isif);
+  }
   optimizer_->zero_grad();
   loss.backward();
   grad_sync_->finish();
   optimizer_->step();
+  if (bank_) {
+    torch::NoGradGuard no_grad;
+    bank_->update(bank_loss.items, bank_loss.queries, config_.nce.momentum);
+  }
   return comm_->all_reduce_scalar(loss.item<double>(), comm::ReduceOp::kAvg);
 }
 
@@ -181,6 +220,15 @@ void Trainer::save_checkpoint() {
     state.git_sha = git_sha();
     write_state(dir, state);
   }
+  if (bank_) {
+    fs::create_directories(dir);
+    data::RowShard shard;
+    shard.rows = bank_->rows();
+    shard.begin = bank_->shard().begin;
+    shard.total = bank_->size();
+    shard.values["z"] = bank_->z();
+    data::write_row_shard(shard_path(dir, comm_->rank()), shard);
+  }
   comm_->barrier();  // every rank's part is written before DONE
   if (comm_->rank() == 0) {
     mark_done(dir);
@@ -192,10 +240,28 @@ void Trainer::load_checkpoint(const std::string& dir, bool with_state) {
   UEL_CHECK_DATA(
       fs::exists(fs::path(dir) / "DONE"), "'{}' is not a complete checkpoint (no DONE)", dir);
   models::load_weights(*model_, (fs::path(dir) / "model.pt").string(), /*strict=*/true);
+  const CheckpointState state = read_state(dir);
+  if (bank_) {
+    // Any world size: this rank reads its rows from whichever of the saved shards hold them.
+    std::vector<std::string> paths;
+    for (int r = 0; r < state.world_size; ++r)
+      paths.push_back(shard_path(dir, r));
+    const ShardRange shard = bank_->shard();
+    const data::RowShard rows =
+        data::read_rows(paths, shard.begin, shard.end, bank_->rows().scalar_type());
+    UEL_CHECK_DATA(
+        rows.total == bank_->size(),
+        "'{}' holds a memory bank of {} rows, the training set has {}: another dataset, class "
+        "filter or validation split",
+        dir,
+        rows.total,
+        bank_->size());
+    bank_->assign(rows.rows);
+    bank_->set_z(rows.values.count("z") ? rows.values.at("z") : -1);
+  }
   if (!with_state)
     return;
   torch::load(*optimizer_, (fs::path(dir) / "optim.pt").string());
-  const CheckpointState state = read_state(dir);
   epoch_ = state.epoch;
   step_in_epoch_ = state.step_in_epoch;
   global_step_ = state.global_step;
@@ -237,7 +303,9 @@ eval::KnnResult Trainer::evaluate_knn() {
       };
   const int rank = comm_->rank(), world = comm_->size();
   const auto& train_positions = input_.positions;
-  at::Tensor train_features = embed(*input_.dataset, train_positions);
+  // The bank's shard and embed()'s shard are the same shard_range of the positions.
+  at::Tensor train_features =
+      config_.eval.features == "bank" ? bank_->rows() : embed(*input_.dataset, train_positions);
   at::Tensor train_labels = labels_of(
       *input_.dataset,
       train_positions,

@@ -11,6 +11,7 @@
 #include "uel/data/convert.h"
 #include "uel/data/dataset.h"
 #include "uel/data/image_io.h"
+#include "uel/data/row_shard.h"
 
 namespace uel::data {
 namespace {
@@ -370,6 +371,47 @@ TEST(DatasetWriter, UncommittedWriterLeavesNothing) {
   DatasetWriter labels(dir.file("l.h5"), 2, 2, 1, "l", {"a"});
   EXPECT_THROW_WITH(
       labels.append(at::zeros({1, 2, 2, 1}, at::kByte), {1}), DataError, "label 1 outside [0, 1)");
+}
+
+// A 10 x 3 matrix saved as 3 uneven shards (a 3-rank save) read back as 2 and 1 ranks would.
+TEST(RowShard, ReadsAnyRangeAcrossShards) {
+  ScratchDir dir;
+  const at::Tensor matrix = at::arange(30, at::kDouble).view({10, 3}) / 7;
+  const std::vector<std::pair<int64_t, int64_t>> saved = {{0, 4}, {4, 7}, {7, 10}};
+  std::vector<std::string> paths;
+  for (const auto& [begin, end] : saved) {
+    RowShard shard;
+    shard.rows = matrix.slice(0, begin, end);
+    shard.begin = begin;
+    shard.total = 10;
+    shard.values["z"] = 2.5;
+    paths.push_back(dir.file("shard-" + std::to_string(begin) + ".h5"));
+    write_row_shard(paths.back(), shard);
+  }
+  for (const auto& [begin, end] :
+       std::vector<std::pair<int64_t, int64_t>>{{0, 5}, {5, 10}, {0, 10}, {3, 3}, {6, 8}}) {
+    const RowShard got = read_rows({paths[2], paths[0], paths[1]}, begin, end, at::kDouble);
+    EXPECT_TRUE(at::equal(got.rows, matrix.slice(0, begin, end))) << begin << ".." << end;
+    EXPECT_EQ(got.total, 10);
+    EXPECT_EQ(got.values.at("z"), 2.5);
+  }
+  // float64 rows read as float32 are rounded, not reinterpreted.
+  EXPECT_TRUE(
+      at::allclose(read_rows(paths, 2, 9, at::kFloat).rows, matrix.slice(0, 2, 9).to(at::kFloat)));
+  EXPECT_THROW_WITH(
+      read_rows({paths[0], paths[2]}, 0, 10, at::kFloat), DataError, "a shard file is missing");
+  EXPECT_THROW_WITH(read_rows(paths, 0, 11, at::kFloat), DataError, "outside the 10 rows");
+  EXPECT_THROW_WITH(
+      read_rows({dir.file("none.h5")}, 0, 1, at::kFloat), DataError, "does not exist");
+  RowShard other;
+  other.rows = at::zeros({2, 3});
+  other.total = 2;
+  write_row_shard(dir.file("other.h5"), other);
+  EXPECT_THROW_WITH(
+      read_rows({paths[0], dir.file("other.h5")}, 0, 2, at::kFloat),
+      DataError,
+      "shards of different saves");
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 4);
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "uel/cli/options.h"
 #include "uel/data/augment.h"
@@ -19,6 +20,8 @@ struct BenchOptions {
   std::string device = "auto";  // bench comm: auto|cpu|cuda
   int64_t min_bytes = 4 << 10;
   int64_t max_bytes = 256 << 20;
+  std::vector<double> bank_rows = {1e5, 1.28e6};  // bench bank: N
+  std::vector<double> bank_k = {4096, 65536};     // bench bank: K (0 = full softmax)
 };
 
 // Every section of a run (train::RunConfig) plus the benchmarks' options.

@@ -14,6 +14,8 @@ enum class RngPurpose : uint64_t {
   kSampler = 1,
   kAugment = 2,
   kSplit = 3,
+  kBank = 4,       // memory-bank initial rows
+  kNegatives = 5,  // NCE negative draws
 };
 
 // SplitMix64's finaliser: a bijection on 64-bit words with full avalanche.

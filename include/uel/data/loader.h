@@ -27,6 +27,7 @@ struct Batch {
   int64_t step = 0;                         // within the epoch
   std::vector<at::Tensor> views;            // num_views x float [b, C, S, S] on the device
   at::Tensor indices;                       // int64 [b], dataset indices
+  at::Tensor items;                         // int64 [b], sampler positions (memory-bank rows)
   at::Tensor labels;                        // int64 [b]
   std::vector<at::Tensor> rotation_labels;  // num_views x int64 [b] when rotation is on
 };

@@ -45,6 +45,7 @@ TrainData open_train_data(
     uint64_t seed,
     int rank,
     int world,
-    c10::Device device);
+    c10::Device device,
+    int num_views = 2);
 
 }  // namespace uel::data
