@@ -1,5 +1,6 @@
 #include <dlfcn.h>
 #include <link.h>
+#include <unistd.h>
 
 #include <climits>
 #include <cstdlib>
@@ -9,6 +10,7 @@
 #include <ATen/Parallel.h>
 
 #include "commands.h"
+#include "uel/cli/cpu_allocator.h"
 #include "uel/core/logging.h"
 
 namespace uel::cli {
@@ -34,6 +36,9 @@ void configure_compute(int threads, int local_ranks) {
     threads = std::max(1, cores / std::max(1, local_ranks));
   }
   at::set_num_threads(threads);
+  // Up to a quarter of this rank's share of the machine's memory stays cached for reuse.
+  const int64_t memory = static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);
+  install_caching_cpu_allocator(memory / 4 / std::max(1, local_ranks));
   // Debian's LibTorch uses whichever libblas.so.3 is selected; the reference one is ~35x slower.
   std::string blas;
   dl_iterate_phdr(find_blas, &blas);
