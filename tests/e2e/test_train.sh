@@ -3,7 +3,9 @@
 #  - 10 ISIF steps with 2 ranks x 32 and 4 ranks x 16 match 1 rank x 64 (relative 1e-5),
 #  - a run interrupted after a checkpoint and resumed logs the same losses, digit for digit,
 #  - a non-finite loss stops the run with a message naming the step, the checkpoint stays,
-#  - uel eval and uel embed read the run.
+#  - uel eval and uel embed read the run,
+#  - the memory bank (nce): a 4-rank checkpoint resumed on 4, 2 and 1 ranks gives the same next
+#    loss and the same bank (full softmax, float64), NCE runs and its bank serves the kNN.
 # usage: test_train.sh UEL MPIEXEC
 set -uo pipefail
 uel=$1 mpiexec=$2
@@ -73,6 +75,53 @@ PY
   --train.batch_size=256 --train.epochs=1 --train.threads=1 --data.val_fraction=0.1 --eval.every=1 \
   --out "$tmp/val" >"$tmp/val.log" 2>&1 || fail "training with a validation split"
 grep -qE '"knn_top1": [0-9.]+.*"split": "validation"' "$tmp/val/metrics.jsonl" && pass || fail "no validation kNN line"
+
+# --- memory bank: checkpoints re-split over world sizes ----------------------------------------
+bank=("${common[@]}" --train.method=nce --nce.k=0 --nce.temperature=0.1 --train.precision=float64)
+"$mpiexec" -np 4 "$uel" train "${bank[@]}" --train.max_steps=6 --out "$tmp/bank4" >"$tmp/bank4.log" 2>&1 ||
+  { fail "nce on 4 ranks"; tail -5 "$tmp/bank4.log"; }
+[[ -f $tmp/bank4/checkpoints/step-0000006/shard-0003.h5 ]] && pass || fail "no shard file per rank"
+for np in 2 1; do
+  "$mpiexec" -np $np "$uel" train "${bank[@]}" --train.max_steps=7 \
+    --train.resume="$tmp/bank4/checkpoints/step-0000006" --out "$tmp/bank$np" >"$tmp/bank$np.log" 2>&1 ||
+    { fail "resuming the 4-rank bank on $np ranks"; tail -5 "$tmp/bank$np.log"; }
+done
+"$mpiexec" -np 4 "$uel" train "${bank[@]}" --train.max_steps=7 --out "$tmp/bank4" >>"$tmp/bank4.log" 2>&1 ||
+  fail "continuing on 4 ranks"
+/usr/bin/python3 - "$tmp" <<'PY' && pass || fail "the re-split bank differs"
+import glob, json, sys, h5py, numpy as np
+tmp = sys.argv[1]
+def step7(np_):
+    loss = [json.loads(l)["loss"] for l in open(f"{tmp}/bank{np_}/metrics.jsonl") if '"step": 7,' in l]
+    shards = []
+    for path in sorted(glob.glob(f"{tmp}/bank{np_}/checkpoints/step-0000007/shard-*.h5")):
+        with h5py.File(path, "r") as f:
+            shards.append((int(f.attrs["row_begin"]), f["rows"][:], float(f.attrs["z"])))
+    rows = np.concatenate([r for _, r, _ in sorted(shards, key=lambda s: s[0])])
+    return loss[-1], rows, len(shards)
+ref_loss, ref_rows, n = step7(4)
+assert n == 4 and ref_rows.shape == (10000, 32), (n, ref_rows.shape)
+for np_ in (2, 1):
+    loss, rows, n = step7(np_)
+    assert n == np_, n
+    print(f"{np_} ranks: step-7 loss {loss!r} vs {ref_loss!r}, bank max diff {abs(rows - ref_rows).max():.1e}")
+    assert abs(loss - ref_loss) <= 1e-9 * abs(ref_loss)
+    assert abs(rows - ref_rows).max() <= 1e-9
+PY
+"$mpiexec" -np 2 "$uel" train "${common[@]}" --train.method=nce --nce.k=64 --train.max_steps=3 --out "$tmp/nce" \
+  >"$tmp/nce.log" 2>&1 || { fail "nce with 64 negatives"; tail -5 "$tmp/nce.log"; }
+/usr/bin/python3 - "$tmp/nce" <<'PY' && pass || fail "NCE run: losses or Z"
+import glob, json, math, sys, h5py
+rows = [json.loads(l) for l in open(f"{sys.argv[1]}/metrics.jsonl")]
+assert len(rows) == 3 and all(math.isfinite(r["loss"]) for r in rows), rows
+for path in glob.glob(f"{sys.argv[1]}/checkpoints/step-0000003/shard-*.h5"):
+    with h5py.File(path, "r") as f:
+        assert f.attrs["z"] > 0, f.attrs["z"]
+PY
+out=$("$mpiexec" -np 2 "$uel" eval --run "$tmp/nce" --eval.features=bank 2>&1 | tail -1)
+grep -q '"knn_top1": ' <<<"$out" && pass || fail "uel eval on the memory bank: $out"
+out=$("$uel" train "${common[@]}" --eval.features=bank --out "$tmp/x" 2>&1)
+[[ $? == 2 ]] && grep -q "needs the memory bank" <<<"$out" && pass || fail "eval.features=bank without nce: $out"
 
 # --- a non-finite loss stops the run ---------------------------------------------------------
 "$mpiexec" -np 2 "$uel" train "${common[@]}" --train.max_steps=4 --train.checkpoint_every=2 --out "$tmp/nan" \
