@@ -100,5 +100,16 @@ expect_exit "empty image list" 3 "empty dataset" \
 expect_exit "unknown command" 2 "unknown command 'trian'" "$uel" trian
 expect_exit "unknown format" 2 "unknown format 'mnist'" "$uel" prepare mnist --src x --out y
 
+expect_exit "NCE temperature below the floor" 2 "--nce.temperature 0.001 is below 0.005" \
+  "$uel" train --data.train="$tmp/fm/test.h5" --train.method=nce --nce.temperature=0.001 --out "$tmp/t"
+expect_exit "bank benchmark size" 2 "--bench.bank_rows: 0.5 is not a positive whole number" \
+  "$uel" bench bank --bench.bank_rows=0.5
+
+# Every recipe parses: no unknown key, no bad value.
+parses() { "$uel" train --config "$1" --print-config >/dev/null 2>&1; }
+for config in "$(dirname "$0")"/../../configs/*.ini; do
+  check "recipe $(basename "$config") parses" parses "$config"
+done
+
 echo "e2e_cli: $passed passed, $failures failed"
 ((failures == 0))
