@@ -23,16 +23,24 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// Declares every option over the benchmark's defaults in `config`, parses and validates them;
+// false after --help.
+bool parse_options(OptionSet& options, Config& config, const Args& args) {
+  config.declare(options);
+  if (!options.parse(args))
+    return false;
+  config.validate();
+  return true;
+}
+
 // Read + two-view augmentation throughput of the training input, world size 1.
 int bench_loader(const Args& args) {
   Config config;
   config.train.threads = 1;  // one core unless asked otherwise: the loader must not need more
   OptionSet options("uel bench loader --data.train=FILE.h5 [--section.key=value ...]");
-  config.declare(options);
-  if (!options.parse(args)) {
+  if (!parse_options(options, config, args)) {
     return 0;
   }
-  config.validate();
   configure_compute(config.train.threads, /*local_ranks=*/1);
 
   data::TrainData input = data::open_train_data(
@@ -232,11 +240,9 @@ int bench_step(const Args& args) {
   config.bench.warmup = 3;
   OptionSet options(
       "[mpirun -np N] uel bench step --config configs/X.ini [--section.key=value ...]");
-  config.declare(options);
-  if (!options.parse(args)) {
+  if (!parse_options(options, config, args)) {
     return 0;
   }
-  config.validate();
   config.eval.every = 0;  // no evaluation inside the timing
   config.resolved_ini = options.to_ini();
   const comm::WorldInfo& world = comm::init_world(nullptr, nullptr);
@@ -284,11 +290,9 @@ int bench_bank(const Args& args) {
   config.train.batch_size = 256;
   OptionSet options(
       "[mpirun -np N] uel bench bank [--bench.bank_rows=1e5,1.28e6] [--bench.bank_k=4096,65536]");
-  config.declare(options);
-  if (!options.parse(args)) {
+  if (!parse_options(options, config, args)) {
     return 0;
   }
-  config.validate();
   const comm::WorldInfo& world = comm::init_world(nullptr, nullptr);
   configure_compute(config.train.threads, world.local_size);
   comm::Watchdog::instance().set_timeout(config.comm.timeout_s);
