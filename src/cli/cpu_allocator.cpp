@@ -10,11 +10,19 @@
 
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
+#include <torch/version.h>
 
 #include "uel/core/error.h"
 
 namespace uel::cli {
 namespace {
+
+// LibTorch 2.3 dropped the const of Allocator::allocate.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
+#define UEL_ALLOCATE_CONST
+#else
+#define UEL_ALLOCATE_CONST const
+#endif
 
 constexpr size_t kAlignment = 64;  // what LibTorch's allocator guarantees (AVX-512 loads)
 constexpr size_t kCachedFrom = size_t{1} << 20;
@@ -30,7 +38,7 @@ size_t size_class(size_t n) {
 
 class CachingCpuAllocator final : public c10::Allocator {
  public:
-  c10::DataPtr allocate(size_t n) const override {
+  c10::DataPtr allocate(size_t n) UEL_ALLOCATE_CONST override {
     const size_t size = size_class(std::max<size_t>(n, 1));
     void* data = nullptr;
     if (size >= kCachedFrom) {

@@ -246,6 +246,12 @@ void Trainer::load_checkpoint(const std::string& dir, bool with_state) {
     std::vector<std::string> paths;
     for (int r = 0; r < state.world_size; ++r)
       paths.push_back(shard_path(dir, r));
+    UEL_CHECK_DATA(
+        fs::exists(paths[0]),
+        "'{}' has no memory-bank shards (shard-0000.h5): it was not saved by --train.method=nce; "
+        "start from its weights with --model.weights={}/model.pt instead",
+        dir,
+        dir);
     const ShardRange shard = bank_->shard();
     const data::RowShard rows =
         data::read_rows(paths, shard.begin, shard.end, bank_->rows().scalar_type());
