@@ -178,6 +178,11 @@ void Config::declare_train(OptionSet& o) {
       "temperature T of exp(<f, v> / T), >= 0.005",
       OptionSet::positive<double>());
   o.add(
+      "nce.z_momentum",
+      &nce.z_momentum,
+      "0: Z from the first step, kept (the seed); m > 0: Z <- m Z + (1 - m) Z_step every step",
+      OptionSet::non_negative<double>());
+  o.add(
       "nce.momentum",
       &nce.momentum,
       "memory-bank update v <- normalize(m v + (1 - m) f), m in [0, 1)",

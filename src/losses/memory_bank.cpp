@@ -71,6 +71,10 @@ void validate(const NceConfig& c) {
       "--nce.temperature {} is below 0.005, where the softmax sums leave double's range",
       c.temperature);
   UEL_CHECK_CONFIG(
+      c.z_momentum >= 0 && c.z_momentum < 1,
+      "--nce.z_momentum must be in [0, 1) (0 = Z fixed after the first step), got {}",
+      c.z_momentum);
+  UEL_CHECK_CONFIG(
       c.momentum >= 0 && c.momentum < 1, "--nce.momentum must be in [0, 1), got {}", c.momentum);
 }
 
@@ -215,8 +219,8 @@ BankLoss bank_loss(
     }
     const at::Tensor negative =
         GatheredDot::apply(queries, rows, negatives.to(rows.device()) - shard.begin) / t;
-    if (bank.z() < 0) {
-      // Z = N * mean(exp(s)) over every score of the first step, positives included.
+    if (bank.z() < 0 || config.z_momentum > 0) {
+      // Z = N * mean(exp(s)) over every score of the step, positives included.
       at::Tensor stats = at::stack(
           {at::exp(positive.detach().to(at::kDouble)).sum() +
                at::exp(negative.detach().to(at::kDouble)).sum(),
@@ -224,7 +228,8 @@ BankLoss bank_loss(
                .to(rows.device())});
       comm.all_reduce(stats, comm::ReduceOp::kSum);
       const at::Tensor cpu = stats.cpu();
-      bank.set_z(n * cpu[0].item<double>() / cpu[1].item<double>());
+      const double z = n * cpu[0].item<double>() / cpu[1].item<double>();
+      bank.set_z(bank.z() < 0 ? z : config.z_momentum * bank.z() + (1 - config.z_momentum) * z);
     }
     const double log_z = std::log(bank.z());
     const double k_pn = static_cast<double>(config.k) / n;

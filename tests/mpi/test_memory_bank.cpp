@@ -136,14 +136,15 @@ at::Tensor all_negatives(int64_t n, int64_t dim, int64_t b, int64_t k, uint64_t 
   return torch::cat(blocks, 1);
 }
 
-// The seed's NCEAverage forward (column 0 the positive, Z from the first call) and NCECriterion,
-// term by term as it writes them.
+// The seed's NCEAverage forward (column 0 the positive, Z from the first call; with z_momentum
+// a moving average of every call's estimate) and NCECriterion, term by term as it writes them.
 at::Tensor seed_nce(
     const at::Tensor& q,
     const at::Tensor& items,
     const at::Tensor& negatives,
     const at::Tensor& v,
     double t,
+    double z_momentum,
     double& z) {
   const int64_t n = v.size(0), k = negatives.size(1);
   const at::Tensor idx = torch::cat({items.view({-1, 1}), negatives}, 1);
@@ -151,8 +152,11 @@ at::Tensor seed_nce(
       torch::bmm(v.index_select(0, idx.view(-1)).view({q.size(0), k + 1, -1}), q.unsqueeze(2))
           .squeeze(2) /
       t);
+  const double estimate = out.mean().item<double>() * n;
   if (z < 0)
-    z = out.mean().item<double>() * n;
+    z = estimate;
+  else if (z_momentum > 0)
+    z = z_momentum * z + (1 - z_momentum) * estimate;
   out = out / z;
   const double pn = 1.0 / n, eps = 1e-7;
   at::Tensor p0 = out.select(1, 0);
@@ -165,19 +169,24 @@ at::Tensor seed_nce(
 TEST(MemoryBank, NceWithAFixedDrawMatchesTheSeedFormula) {
   auto comm = cpu_comm();
   const int64_t n = 37, dim = 8, b = 8, k = 10;
-  for (const auto type : {torch::kDouble, torch::kFloat}) {
+  for (const auto [type, z_momentum] :
+       {std::pair{torch::kDouble, 0.0}, {torch::kFloat, 0.0}, {torch::kDouble, 0.9}}) {
     const double t = 0.1, tol = type == torch::kDouble ? 1e-10 : 1e-5;
     const at::Tensor v = whole_bank(n, dim, torch::kDouble);
     MemoryBank bank(n, dim, kSeed, comm->rank(), comm->size(), options(type));
     NceConfig config;
     config.k = k;
     config.temperature = t;
+    config.z_momentum = z_momentum;
     double z = -1;
-    for (uint64_t step = 0; step < 2; ++step) {  // the second step reuses the first step's Z
-      auto [q, items] = global_batch(b, n, dim);
+    for (uint64_t step = 0; step < 2; ++step) {  // the second step reuses or averages Z
+      torch::manual_seed(step);
+      at::Tensor q = torch::randn({b, dim}, torch::kDouble);
+      q = q / q.norm(2, 1, true);
+      const at::Tensor items = torch::randint(n, {b}, torch::kLong);
       const at::Tensor negatives = all_negatives(n, dim, b, k, 100 + step, comm->size());
       at::Tensor q_ref = q.clone().requires_grad_(true);
-      at::Tensor expected = seed_nce(q_ref, items, negatives, v, t, z);
+      at::Tensor expected = seed_nce(q_ref, items, negatives, v, t, z_momentum, z);
       expected.backward();
 
       const int r = comm->rank();

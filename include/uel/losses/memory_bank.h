@@ -14,9 +14,10 @@
 //   L = -1/B sum_b [ log(P(v_yb) / (P(v_yb) + K Pn + eps))
 //                    + sum_k log(K Pn / (P(v_nbk) + K Pn + eps)) ],   eps = 1e-7,
 // Z = N * mean(exp(<f, v> / T)) over the first step's B (K + 1) scores, then kept (and
-// checkpointed). Every term involves one score, so each rank sums its own terms. Negatives are
-// drawn uniformly with replacement, stratified by shard: rank r draws its share of the K from its
-// own rows (the seed's expectation over all N rows, with less variance).
+// checkpointed), or tracked by a moving average (z_momentum > 0, a deviation from the seed).
+// Every term involves one score, so each rank sums its own terms. Negatives are drawn uniformly
+// with replacement, stratified by shard: rank r draws its share of the K from its own rows (the
+// seed's expectation over all N rows, with less variance).
 //
 // Full softmax (k = 0), the seed's LinearAverage:
 //   L = 1/B sum_b [ logsumexp_j(<f_b, v_j> / T) - <f_b, v_yb> / T ]   over all N rows;
@@ -39,6 +40,10 @@ struct NceConfig {
   int64_t k = 4096;  // negatives per query; 0 = full softmax over all N rows
   double temperature = 0.07;
   double momentum = 0.5;  // weight of the old row in the bank update
+  // 0: Z estimated from the first step and kept (the seed). > 0: Z <- z_momentum Z + (1 -
+  // z_momentum) Z_step every step (one more all-reduce of two numbers), so P(v) stays
+  // normalised as the features organise; the fixed Z underestimates it by exp(delta s / T).
+  double z_momentum = 0;
 };
 
 // The temperature floor keeps the all-reduced exp sums inside double's range.
