@@ -390,10 +390,11 @@ void Trainer::run() {
       UEL_CHECK(
           std::isfinite(loss),
           "the loss is {} at step {} (epoch {}); training stopped, the last good checkpoint stays. "
-          "Lower --train.lr or raise --isif.temperature",
+          "Lower --train.lr or raise --{}.temperature",
           loss,
           global_step_,
-          epoch_);
+          epoch_,
+          config_.train.method);
       loss_sum += loss;
       ++interval_steps;
       if (global_step_ % config_.train.log_every == 0 || global_step_ == last_step) {
