@@ -357,8 +357,8 @@ int bench_bank(const Args& args) {
           torch::cuda::synchronize();
         const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
         if (step >= config.bench.warmup) {
-          seconds += comm->all_reduce_scalar(elapsed, comm::ReduceOp::kMax);
           bytes += comm->stats().total_bytes() - before.total_bytes();
+          seconds += comm->all_reduce_scalar(elapsed, comm::ReduceOp::kMax);
         }
       }
       const double ms = 1e3 * seconds / config.bench.steps;
