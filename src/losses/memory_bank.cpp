@@ -146,9 +146,8 @@ void MemoryBank::update(const at::Tensor& items, const at::Tensor& features, dou
   }
   if (local.empty())
     return;
-  const auto index_options = at::TensorOptions().dtype(at::kLong).device(rows_.device());
-  const at::Tensor rows_index = at::tensor(local, at::kLong).to(index_options.device());
-  const at::Tensor feature_index = at::tensor(source, at::kLong).to(index_options.device());
+  const at::Tensor rows_index = at::tensor(local, at::kLong).to(rows_.device());
+  const at::Tensor feature_index = at::tensor(source, at::kLong).to(rows_.device());
   at::Tensor mixed =
       rows_.index_select(0, rows_index) * momentum +
       features.detach().to(rows_.options()).index_select(0, feature_index) * (1 - momentum);

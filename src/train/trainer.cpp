@@ -220,8 +220,7 @@ void Trainer::save_checkpoint() {
     state.git_sha = git_sha();
     write_state(dir, state);
   }
-  if (bank_) {
-    fs::create_directories(dir);
+  if (bank_) {  // write_row_shard creates the folder on ranks that reach it first
     data::RowShard shard;
     shard.rows = bank_->rows();
     shard.begin = bank_->shard().begin;
