@@ -10,6 +10,12 @@ find_package(PNG REQUIRED)
 find_package(JPEG REQUIRED)
 find_package(Threads REQUIRED)
 
+# A LibTorch built with CUDA (the GPU machines' wheel; Debian's is CPU only) brings c10_cuda.
+set(UEL_TORCH_CUDA OFF)
+if(C10_CUDA_LIBRARY)
+  set(UEL_TORCH_CUDA ON)
+endif()
+
 # LibTorch's package exports variables, not a target: wrap them once.
 if(NOT TARGET uel_torch)
   add_library(uel_torch INTERFACE)
@@ -54,4 +60,4 @@ if(UEL_USE_NCCL STREQUAL "ON" AND NOT UEL_HAVE_NCCL)
                       "or configure with -DUEL_USE_NCCL=OFF")
 endif()
 
-message(STATUS "uel: LibTorch ${Torch_VERSION}, CUDA code ${UEL_HAVE_CUDA}, NCCL backend ${UEL_HAVE_NCCL}")
+message(STATUS "uel: LibTorch ${Torch_VERSION} (CUDA ${UEL_TORCH_CUDA}), CUDA code ${UEL_HAVE_CUDA}, NCCL backend ${UEL_HAVE_NCCL}")

@@ -108,7 +108,9 @@ struct CommResult {
   double seconds = 0;
   double algbw = 0;
   double busbw = 0;
-  double raw_mpi_seconds = -1;  // plain MPI_Allreduce on the same buffer (mpi backend, CPU)
+  // The plain MPI call on the same buffer (mpi backend, CPU): MPI_Allreduce for all_reduce,
+  // MPI_Reduce_scatter_block for reduce_scatter.
+  double raw_mpi_seconds = -1;
 };
 
 int bench_comm(const Args& args) {
@@ -125,7 +127,7 @@ int bench_comm(const Args& args) {
   const comm::WorldInfo& world = comm::init_world(nullptr, nullptr);
   comm::Watchdog::instance().set_timeout(config.comm.timeout_s);
   configure_compute(1, world.local_size);
-  const c10::Device device = comm::select_device(config.bench.device);
+  const c10::Device device = comm::select_device(config.bench.device, config.comm.backend == "mpi");
   std::unique_ptr<comm::Communicator> comm = comm::make_communicator(config.comm.backend, device);
   const int n = comm->size();
   MPI_Comm raw = MPI_COMM_NULL;
@@ -172,6 +174,17 @@ int bench_comm(const Args& args) {
     gather.seconds = time_calls(size, [&] { comm->all_gather(part); });
     CommResult scatter{"reduce_scatter", size};
     scatter.seconds = time_calls(size, [&] { comm->reduce_scatter(full, comm::ReduceOp::kSum); });
+    if (compare_raw) {
+      scatter.raw_mpi_seconds = time_calls(size, [&] {
+        MPI_Reduce_scatter_block(
+            full.data_ptr<float>(),
+            part.data_ptr<float>(),
+            static_cast<int>(count / n),
+            MPI_FLOAT,
+            MPI_SUM,
+            raw);
+      });
+    }
     for (CommResult* r : {&reduce, &gather, &scatter}) {
       r->algbw = r->bytes / r->seconds / 1e9;
       const double factor = r == &reduce ? 2.0 * (n - 1) / n : double(n - 1) / n;
@@ -296,7 +309,7 @@ int bench_bank(const Args& args) {
   const comm::WorldInfo& world = comm::init_world(nullptr, nullptr);
   configure_compute(config.train.threads, world.local_size);
   comm::Watchdog::instance().set_timeout(config.comm.timeout_s);
-  const c10::Device device = comm::select_device(config.bench.device);
+  const c10::Device device = comm::select_device(config.bench.device, config.comm.backend == "mpi");
   auto comm = comm::make_communicator(config.comm.backend, device);
   const int64_t batch = config.train.batch_size, dim = config.model.low_dim;
   UEL_CHECK_CONFIG(

@@ -215,6 +215,10 @@ void Config::declare_comm(OptionSet& o) {
       "collectives: auto = nccl on GPUs, mpi on CPUs, local alone");
   o.add("comm.timeout_s", &comm.timeout_s, "a collective taking longer ends the job (<= 0: never)");
   o.add(
+      "comm.check_order",
+      &comm.check_order,
+      "debug: compare every collective across ranks before it runs (one extra exchange each)");
+  o.add(
       "comm.bucket_mb",
       &comm.bucket_mb,
       "gradient bucket size (MB)",

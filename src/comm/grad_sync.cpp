@@ -1,5 +1,7 @@
 #include "uel/comm/grad_sync.h"
 
+#include <map>
+
 #include <ATen/ATen.h>
 #include <fmt/ranges.h>
 #include <torch/csrc/autograd/variable.h>
@@ -13,7 +15,7 @@ GradSync::GradSync(
     std::vector<at::Tensor> buffers,
     Communicator& comm,
     GradSyncOptions options)
-    : options_(options) {
+    : buffers_(std::move(buffers)), model_comm_(comm), options_(options) {
   UEL_CHECK_CONFIG(
       options.bucket_mb > 0 && options.first_bucket_mb > 0,
       "--comm.bucket_mb and --comm.first_bucket_mb must be positive");
@@ -24,7 +26,7 @@ GradSync::GradSync(
       at::Tensor data = p.detach();
       comm.broadcast(data, 0);
     }
-    for (auto& b : buffers) {
+    for (auto& b : buffers_) {
       at::Tensor data = b.detach();
       comm.broadcast(data, 0);
     }
@@ -72,12 +74,18 @@ GradSync::GradSync(
     }
   }
   reset_step();
-  comm_ = comm.split();
+  inline_ = options.launch == BucketLaunch::kInline ||
+            (options.launch == BucketLaunch::kAuto && comm.asynchronous());
+  if (!inline_) {
+    comm_ = comm.split();
+  }
   for (size_t i = 0; i < slots_.size(); ++i) {
     slots_[i].hook =
         slots_[i].param.register_hook([this, i](const at::Tensor& grad) { on_gradient(i, grad); });
   }
-  worker_ = std::thread([this] { worker_loop(); });
+  if (!inline_) {
+    worker_ = std::thread([this] { worker_loop(); });
+  }
 }
 
 GradSync::~GradSync() {
@@ -86,7 +94,8 @@ GradSync::~GradSync() {
     stopping_ = true;
   }
   changed_.notify_all();
-  worker_.join();
+  if (worker_.joinable())
+    worker_.join();
   for (auto& s : slots_) {
     s.param.remove_hook(s.hook);
   }
@@ -101,6 +110,7 @@ void GradSync::reset_step() {
     b.reduced = false;
   }
   next_launch_ = 0;
+  launched_.clear();
 }
 
 void GradSync::on_gradient(size_t index, const at::Tensor& grad) {
@@ -132,7 +142,19 @@ void GradSync::mark_arrived(size_t index) {
   Bucket& b = buckets_[s.bucket];
   if (--b.pending == 0) {
     b.ready = true;
-    changed_.notify_all();
+    if (inline_) {
+      launch_ready();
+    } else {
+      changed_.notify_all();
+    }
+  }
+}
+
+void GradSync::launch_ready() {
+  while (next_launch_ < buckets_.size() && buckets_[next_launch_].ready) {
+    Bucket& b = buckets_[next_launch_++];
+    launched_.push_back(model_comm_.all_reduce_async(b.flat, ReduceOp::kAvg));
+    b.reduced = true;
   }
 }
 
@@ -194,7 +216,12 @@ void GradSync::finish() {
     }
     mark_arrived(i);
   }
-  {
+  if (inline_) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    UEL_CHECK(next_launch_ == buckets_.size(), "GradSync: a bucket was never launched");
+    for (auto& work : launched_)
+      work->wait();
+  } else {
     std::unique_lock<std::mutex> lock(mutex_);
     changed_.wait(lock, [this] { return failure_ || next_launch_ == buckets_.size(); });
     if (failure_) {
@@ -202,13 +229,21 @@ void GradSync::finish() {
     }
   }
   // As DDP does: a parameter no rank used keeps no gradient, so optimisers skip it (a zero
-  // gradient would still apply weight decay). The worker is idle now, so its communicator is free.
-  at::Tensor used;
+  // gradient would still apply weight decay). The worker is idle now, so every communicator is
+  // free; this runs on the model's, in the same place of every rank's order.
+  std::vector<bool> used(slots_.size(), true);
   if (options_.allow_unused) {
-    used = at::ones({static_cast<int64_t>(slots_.size())}, at::kInt);
+    std::vector<int> flags(slots_.size(), 1);
     for (size_t i : missing_index)
-      used[static_cast<int64_t>(i)] = 0;
-    comm_->all_reduce(used, ReduceOp::kMax);
+      flags[i] = 0;
+    at::Tensor all = at::tensor(flags, at::kInt).to(model_comm_.device());
+    model_comm_.all_reduce(all, ReduceOp::kMax);
+    all = all.cpu();
+    for (size_t i = 0; i < slots_.size(); ++i)
+      used[i] = all.data_ptr<int>()[i] != 0;
+  }
+  if (options_.broadcast_buffers) {
+    broadcast_buffers();
   }
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -217,13 +252,35 @@ void GradSync::finish() {
   at::NoGradGuard no_grad;
   for (size_t i = 0; i < slots_.size(); ++i) {
     Slot& s = slots_[i];
-    if (used.defined() && used.data_ptr<int>()[i] == 0) {
+    if (!used[i]) {
       continue;
     }
     if (s.param.grad().defined()) {
       s.param.mutable_grad().copy_(s.view);
     } else {
       s.param.mutable_grad() = s.view.clone();
+    }
+  }
+}
+
+void GradSync::broadcast_buffers() {
+  // One broadcast per dtype: the buffers flattened, sent, and copied back.
+  at::NoGradGuard no_grad;
+  std::map<at::ScalarType, std::vector<at::Tensor>> by_type;
+  for (const auto& b : buffers_) {
+    if (b.numel() > 0)
+      by_type[b.scalar_type()].push_back(b);
+  }
+  for (auto& [type, tensors] : by_type) {
+    std::vector<at::Tensor> flat;
+    for (const auto& t : tensors)
+      flat.push_back(t.detach().reshape(-1));
+    at::Tensor packed = at::cat(flat);
+    model_comm_.broadcast(packed, 0);
+    int64_t offset = 0;
+    for (auto& t : tensors) {
+      t.detach().copy_(packed.narrow(0, offset, t.numel()).view(t.sizes()));
+      offset += t.numel();
     }
   }
 }

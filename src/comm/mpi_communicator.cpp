@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 
+#include "uel/comm/order_check.h"
 #include "uel/core/error.h"
 
 namespace uel::comm {
@@ -49,6 +50,10 @@ MPI_Op mpi_op(ReduceOp op) {
   return MPI_SUM;
 }
 
+// With more than 2 ranks, reduce_scatter below this many bytes runs as one all-reduce: the
+// ring's size - 1 latency-bound steps cost more (measured on 4 ranks here; on 2, one step).
+constexpr int64_t kRingMinBytes = 1 << 20;
+
 int as_count(int64_t n, const char* op) {
   UEL_CHECK(
       n <= std::numeric_limits<int>::max(),
@@ -75,10 +80,13 @@ at::Tensor host_empty(const at::Tensor& like, at::IntArrayRef sizes) {
 
 }  // namespace
 
-MpiCommunicator::MpiCommunicator(MPI_Comm comm) {
+MpiCommunicator::MpiCommunicator(MPI_Comm comm, c10::Device device) : Communicator(device) {
   UEL_MPI_CHECK(MPI_Comm_dup(comm, &comm_), "duplicating the communicator");
   MPI_Comm_rank(comm_, &rank_);
   MPI_Comm_size(comm_, &size_);
+  if (check_order_enabled() && size_ > 1) {
+    set_order_check(std::make_shared<OrderCheck>(comm_), 0);
+  }
 }
 
 MpiCommunicator::~MpiCommunicator() {
@@ -92,7 +100,7 @@ MpiCommunicator::~MpiCommunicator() {
 void MpiCommunicator::all_reduce(at::Tensor& tensor, ReduceOp op) {
   check_tensor(tensor, Op::kAllReduce);
   check_reduce(tensor, op, Op::kAllReduce);
-  Timed timed(this, Op::kAllReduce, tensor.nbytes());
+  Timed timed(this, Op::kAllReduce, &tensor, static_cast<int64_t>(op));
   at::Tensor buffer =
       narrow_float(tensor) ? tensor.to(at::kCPU, at::kFloat).contiguous() : host_buffer(tensor);
   UEL_MPI_CHECK(
@@ -115,7 +123,7 @@ void MpiCommunicator::all_reduce(at::Tensor& tensor, ReduceOp op) {
 
 at::Tensor MpiCommunicator::all_gather(const at::Tensor& tensor) {
   check_tensor(tensor, Op::kAllGather);
-  Timed timed(this, Op::kAllGather, tensor.nbytes());
+  Timed timed(this, Op::kAllGather, &tensor);
   at::Tensor in = host_buffer(tensor);
   at::Tensor out = host_empty(tensor, with_first(tensor, tensor.size(0) * size_));
   const int count = as_count(in.numel(), "all_gather");
@@ -129,7 +137,7 @@ at::Tensor MpiCommunicator::all_gather(const at::Tensor& tensor) {
 
 at::Tensor MpiCommunicator::all_gather_v(const at::Tensor& tensor) {
   check_tensor(tensor, Op::kAllGatherV);
-  Timed timed(this, Op::kAllGatherV, tensor.nbytes());
+  Timed timed(this, Op::kAllGatherV, &tensor);
   at::Tensor in = host_buffer(tensor);
   const int64_t row = row_numel(tensor);
   // Exchange (rows, elements per row) so a shape mismatch is an error, not corrupt data.
@@ -173,7 +181,7 @@ at::Tensor MpiCommunicator::all_gather_v(const at::Tensor& tensor) {
 void MpiCommunicator::broadcast(at::Tensor& tensor, int root) {
   check_tensor(tensor, Op::kBroadcast);
   UEL_CHECK(root >= 0 && root < size_, "mpi: broadcast root {} outside [0, {})", root, size_);
-  Timed timed(this, Op::kBroadcast, tensor.nbytes());
+  Timed timed(this, Op::kBroadcast, &tensor, root);
   at::Tensor buffer = host_buffer(tensor);
   UEL_MPI_CHECK(
       MPI_Bcast(
@@ -190,6 +198,54 @@ void MpiCommunicator::broadcast(at::Tensor& tensor, int root) {
   }
 }
 
+at::Tensor MpiCommunicator::ring_reduce_scatter(const at::Tensor& in, ReduceOp op) {
+  // Ring: at step s rank r sends its partial sum of block (r - s - 1) to r + 1 and adds the
+  // partial sum of block (r - s - 2) that r - 1 sends; after size - 1 steps it holds block r.
+  const int64_t block_rows = in.size(0) / size_;
+  auto block = [&](int64_t b) {
+    return in.narrow(0, ((b % size_) + size_) % size_ * block_rows, block_rows);
+  };
+  at::Tensor partial = block(rank_ - 1);
+  at::Tensor received = host_empty(in, with_first(in, block_rows));
+  const int count = as_count(received.numel(), "reduce_scatter");
+  const MPI_Datatype type = mpi_type(in.scalar_type());
+  const int next = (rank_ + 1) % size_, prev = (rank_ + size_ - 1) % size_;
+  for (int s = 0; s + 1 < size_; ++s) {
+    UEL_MPI_CHECK(
+        MPI_Sendrecv(
+            partial.data_ptr(),
+            count,
+            type,
+            next,
+            s,
+            received.data_ptr(),
+            count,
+            type,
+            prev,
+            s,
+            comm_,
+            MPI_STATUS_IGNORE),
+        "reduce_scatter step {} of {} ({} elements)",
+        s + 1,
+        size_ - 1,
+        count);
+    const at::Tensor own = block(rank_ - s - 2);
+    switch (op) {
+      case ReduceOp::kSum:
+      case ReduceOp::kAvg:
+        partial = own + received;
+        break;
+      case ReduceOp::kMax:
+        partial = at::maximum(own, received);
+        break;
+      case ReduceOp::kMin:
+        partial = at::minimum(own, received);
+        break;
+    }
+  }
+  return partial;
+}
+
 at::Tensor MpiCommunicator::reduce_scatter(const at::Tensor& tensor, ReduceOp op) {
   check_tensor(tensor, Op::kReduceScatter);
   check_reduce(tensor, op, Op::kReduceScatter);
@@ -198,20 +254,30 @@ at::Tensor MpiCommunicator::reduce_scatter(const at::Tensor& tensor, ReduceOp op
       "mpi: reduce_scatter needs a first dimension divisible by the world size {}, got {}",
       size_,
       tensor.size(0));
-  Timed timed(this, Op::kReduceScatter, tensor.nbytes());
+  Timed timed(this, Op::kReduceScatter, &tensor, static_cast<int64_t>(op));
   at::Tensor in =
       narrow_float(tensor) ? tensor.to(at::kCPU, at::kFloat).contiguous() : host_buffer(tensor);
-  at::Tensor out = host_empty(in, with_first(in, in.size(0) / size_));
-  UEL_MPI_CHECK(
-      MPI_Reduce_scatter_block(
-          in.data_ptr(),
-          out.data_ptr(),
-          as_count(out.numel(), "reduce_scatter"),
-          mpi_type(in.scalar_type()),
-          mpi_op(op),
-          comm_),
-      "reduce_scatter of {} elements",
-      in.numel());
+  const int64_t block_rows = in.size(0) / size_;
+  const MPI_Datatype type = mpi_type(in.scalar_type());
+  at::Tensor partial;
+  if (size_ > 2 && in.nbytes() < kRingMinBytes) {
+    // Small buffers: latency dominates, and one all-reduce beats the ring's size - 1 steps.
+    at::Tensor whole = in.clone();
+    UEL_MPI_CHECK(
+        MPI_Allreduce(
+            MPI_IN_PLACE,
+            whole.data_ptr(),
+            as_count(whole.numel(), "reduce_scatter"),
+            type,
+            mpi_op(op),
+            comm_),
+        "reduce_scatter of {} elements",
+        whole.numel());
+    partial = whole.narrow(0, rank_ * block_rows, block_rows);
+  } else {
+    partial = ring_reduce_scatter(in, op);
+  }
+  at::Tensor out = size_ == 1 ? partial.clone() : partial;  // alone, partial views the input
   if (op == ReduceOp::kAvg) {
     out.div_(size_);
   }
@@ -236,7 +302,7 @@ at::Tensor MpiCommunicator::all_to_all_v(
       "mpi: all_to_all_v sends {} rows but the tensor has {}",
       total,
       tensor.size(0));
-  Timed timed(this, Op::kAllToAllV, tensor.nbytes());
+  Timed timed(this, Op::kAllToAllV, &tensor);
   std::vector<int64_t> recv_rows(size_);
   UEL_MPI_CHECK(
       MPI_Alltoall(send_counts.data(), 1, MPI_INT64_T, recv_rows.data(), 1, MPI_INT64_T, comm_),
@@ -273,12 +339,12 @@ at::Tensor MpiCommunicator::all_to_all_v(
 }
 
 void MpiCommunicator::barrier() {
-  Timed timed(this, Op::kBarrier, 0);
+  Timed timed(this, Op::kBarrier, nullptr);
   UEL_MPI_CHECK(MPI_Barrier(comm_), "barrier");
 }
 
 std::unique_ptr<Communicator> MpiCommunicator::split() {
-  return std::make_unique<MpiCommunicator>(comm_);
+  return std::make_unique<MpiCommunicator>(comm_, device());
 }
 
 }  // namespace uel::comm

@@ -1,13 +1,67 @@
 #include "uel/comm/nccl_communicator.h"
 
 #include <ATen/ATen.h>
+#ifdef UEL_TORCH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
 
+#include "uel/comm/order_check.h"
 #include "uel/comm/watchdog.h"
 #include "uel/core/error.h"
 
 namespace uel::comm {
 
 namespace {
+
+// LibTorch's current stream on `device`. A LibTorch built without CUDA has no CUDA tensors to
+// hand over (this backend then only builds); the legacy default stream stands in.
+cudaStream_t current_stream(int device) {
+#ifdef UEL_TORCH_CUDA
+  return c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device)).stream();
+#else
+  return nullptr;
+#endif
+}
+
+// Memory the NCCL stream uses must not be handed out again before that stream is done with it.
+void record_stream(const at::Tensor& tensor, cudaStream_t stream, int device) {
+#ifdef UEL_TORCH_CUDA
+  if (tensor.defined() && tensor.numel() > 0) {
+    c10::cuda::CUDACachingAllocator::recordStream(
+        tensor.storage().data_ptr(),
+        c10::cuda::getStreamFromExternal(stream, static_cast<c10::DeviceIndex>(device)));
+  }
+#endif
+}
+
+// An event shared by the Work that waits on it and the watchdog probe that polls it.
+struct Event {
+  cudaEvent_t event = nullptr;
+  Event() {
+    UEL_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming), "creating an event");
+  }
+  ~Event() {
+    cudaEventDestroy(event);
+  }
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+};
+
+class NcclWork : public Work {
+ public:
+  NcclWork(std::shared_ptr<Event> done, int device) : done_(std::move(done)), device_(device) {}
+  void wait() override {
+    UEL_CUDA_CHECK(cudaSetDevice(device_), "selecting cuda:{}", device_);
+    UEL_CUDA_CHECK(
+        cudaStreamWaitEvent(current_stream(device_), done_->event, 0),
+        "ordering the current stream after an NCCL collective");
+  }
+
+ private:
+  std::shared_ptr<Event> done_;
+  int device_;
+};
 
 ncclDataType_t nccl_type(at::ScalarType t) {
   switch (t) {
@@ -47,7 +101,10 @@ ncclRedOp_t nccl_op(ReduceOp op) {
 
 }  // namespace
 
-NcclCommunicator::NcclCommunicator(MPI_Comm bootstrap, int device) : device_(device) {
+NcclCommunicator::NcclCommunicator(
+    MPI_Comm bootstrap, int device, std::shared_ptr<OrderCheck> order_check)
+    : Communicator(c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(device))),
+      device_(device) {
   UEL_MPI_CHECK(MPI_Comm_dup(bootstrap, &bootstrap_), "duplicating the bootstrap communicator");
   MPI_Comm_rank(bootstrap_, &rank_);
   MPI_Comm_size(bootstrap_, &size_);
@@ -66,6 +123,13 @@ NcclCommunicator::NcclCommunicator(MPI_Comm bootstrap, int device) : device_(dev
       device_);
   UEL_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "creating a stream");
   UEL_CUDA_CHECK(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming), "creating an event");
+  if (!order_check && check_order_enabled() && size_ > 1) {
+    order_check = std::make_shared<OrderCheck>(bootstrap_);
+  }
+  if (order_check) {
+    const int index = order_check->add_communicator();
+    set_order_check(std::move(order_check), index);
+  }
   ncclComm_t comm = comm_;
   health_check_ = Watchdog::instance().add_health_check([comm]() -> std::string {
     ncclResult_t async = ncclSuccess;
@@ -104,63 +168,65 @@ void NcclCommunicator::check_device(const at::Tensor& tensor, Op op) const {
 }
 
 template <class F>
-void NcclCommunicator::run(Op op, F&& enqueue) {
+std::unique_ptr<Work> NcclCommunicator::run(
+    Op op, std::initializer_list<at::Tensor> tensors, F&& enqueue) {
   UEL_CUDA_CHECK(cudaSetDevice(device_), "selecting cuda:{}", device_);
-  // The legacy default stream (0) is LibTorch's default stream.
-  UEL_CUDA_CHECK(cudaEventRecord(ready_, 0), "recording an event");
+  UEL_CUDA_CHECK(cudaEventRecord(ready_, current_stream(device_)), "recording an event");
   UEL_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready_, 0), "ordering the NCCL stream");
   enqueue();
-  cudaEvent_t done = nullptr;
-  UEL_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "creating an event");
-  UEL_CUDA_CHECK(cudaEventRecord(done, stream_), "recording an event");
-  UEL_CUDA_CHECK(cudaStreamWaitEvent(0, done, 0), "ordering the default stream");
+  for (const at::Tensor& t : tensors)
+    record_stream(t, stream_, device_);
+  auto done = std::make_shared<Event>();
+  UEL_CUDA_CHECK(cudaEventRecord(done->event, stream_), "recording an event");
   const int device = device_;
   Watchdog::instance().begin(
       fmt::format("NCCL {} on cuda:{}", op_name(op), device_), [done, device]() {
         cudaSetDevice(device);
-        if (cudaEventQuery(done) == cudaErrorNotReady) {
-          return false;
-        }
-        cudaEventDestroy(done);
-        return true;
+        return cudaEventQuery(done->event) != cudaErrorNotReady;
       });
+  return std::make_unique<NcclWork>(std::move(done), device_);
 }
 
 void NcclCommunicator::all_reduce(at::Tensor& tensor, ReduceOp op) {
-  check_device(tensor, Op::kAllReduce);
-  check_reduce(tensor, op, Op::kAllReduce);
-  Timed timed(this, Op::kAllReduce, tensor.nbytes());
   at::Tensor buffer = tensor.contiguous();
-  run(Op::kAllReduce, [&] {
-    UEL_NCCL_CHECK(
-        ncclAllReduce(
-            buffer.data_ptr(),
-            buffer.data_ptr(),
-            buffer.numel(),
-            nccl_type(buffer.scalar_type()),
-            nccl_op(op),
-            comm_,
-            stream_),
-        "all_reduce of {} elements",
-        buffer.numel());
-  });
+  all_reduce_async(buffer, op)->wait();
   if (!buffer.is_same(tensor)) {
     tensor.copy_(buffer);
   }
 }
 
+std::unique_ptr<Work> NcclCommunicator::all_reduce_async(at::Tensor& tensor, ReduceOp op) {
+  check_device(tensor, Op::kAllReduce);
+  check_reduce(tensor, op, Op::kAllReduce);
+  UEL_CHECK(tensor.is_contiguous(), "nccl: all_reduce_async needs a contiguous tensor");
+  Timed timed(this, Op::kAllReduce, &tensor, static_cast<int64_t>(op));
+  return run(Op::kAllReduce, {tensor}, [&] {
+    UEL_NCCL_CHECK(
+        ncclAllReduce(
+            tensor.data_ptr(),
+            tensor.data_ptr(),
+            tensor.numel(),
+            nccl_type(tensor.scalar_type()),
+            nccl_op(op),
+            comm_,
+            stream_),
+        "all_reduce of {} elements",
+        tensor.numel());
+  });
+}
+
 at::Tensor NcclCommunicator::all_gather(const at::Tensor& tensor) {
   check_device(tensor, Op::kAllGather);
-  Timed timed(this, Op::kAllGather, tensor.nbytes());
+  Timed timed(this, Op::kAllGather, &tensor);
   at::Tensor in = tensor.contiguous();
   at::Tensor out = at::empty(with_first(tensor, tensor.size(0) * size_), tensor.options());
-  run(Op::kAllGather, [&] {
+  run(Op::kAllGather, {in, out}, [&] {
     UEL_NCCL_CHECK(
         ncclAllGather(
             in.data_ptr(), out.data_ptr(), in.numel(), nccl_type(in.scalar_type()), comm_, stream_),
         "all_gather of {} elements per rank",
         in.numel());
-  });
+  })->wait();
   return out;
 }
 
@@ -174,7 +240,7 @@ std::vector<int64_t> NcclCommunicator::exchange(int64_t value) {
 
 at::Tensor NcclCommunicator::all_gather_v(const at::Tensor& tensor) {
   check_device(tensor, Op::kAllGatherV);
-  Timed timed(this, Op::kAllGatherV, tensor.nbytes());
+  Timed timed(this, Op::kAllGatherV, &tensor);
   const int64_t row = row_numel(tensor);
   for (int64_t other : exchange(row)) {
     UEL_CHECK(
@@ -190,7 +256,7 @@ at::Tensor NcclCommunicator::all_gather_v(const at::Tensor& tensor) {
   at::Tensor in = tensor.contiguous();
   at::Tensor out = at::empty(with_first(tensor, total), tensor.options());
   const size_t element = in.element_size();
-  run(Op::kAllGatherV, [&] {
+  run(Op::kAllGatherV, {in, out}, [&] {
     // One broadcast per rank inside a group: NCCL has no all-gather with uneven counts.
     UEL_NCCL_CHECK(ncclGroupStart(), "all_gather_v");
     int64_t offset = 0;
@@ -212,16 +278,16 @@ at::Tensor NcclCommunicator::all_gather_v(const at::Tensor& tensor) {
       offset += count;
     }
     UEL_NCCL_CHECK(ncclGroupEnd(), "all_gather_v");
-  });
+  })->wait();
   return out;
 }
 
 void NcclCommunicator::broadcast(at::Tensor& tensor, int root) {
   check_device(tensor, Op::kBroadcast);
   UEL_CHECK(root >= 0 && root < size_, "nccl: broadcast root {} outside [0, {})", root, size_);
-  Timed timed(this, Op::kBroadcast, tensor.nbytes());
+  Timed timed(this, Op::kBroadcast, &tensor, root);
   at::Tensor buffer = tensor.contiguous();
-  run(Op::kBroadcast, [&] {
+  run(Op::kBroadcast, {buffer}, [&] {
     UEL_NCCL_CHECK(
         ncclBroadcast(
             buffer.data_ptr(),
@@ -233,7 +299,7 @@ void NcclCommunicator::broadcast(at::Tensor& tensor, int root) {
             stream_),
         "broadcast from rank {}",
         root);
-  });
+  })->wait();
   if (!buffer.is_same(tensor)) {
     tensor.copy_(buffer);
   }
@@ -247,10 +313,10 @@ at::Tensor NcclCommunicator::reduce_scatter(const at::Tensor& tensor, ReduceOp o
       "nccl: reduce_scatter needs a first dimension divisible by the world size {}, got {}",
       size_,
       tensor.size(0));
-  Timed timed(this, Op::kReduceScatter, tensor.nbytes());
+  Timed timed(this, Op::kReduceScatter, &tensor, static_cast<int64_t>(op));
   at::Tensor in = tensor.contiguous();
   at::Tensor out = at::empty(with_first(tensor, tensor.size(0) / size_), tensor.options());
-  run(Op::kReduceScatter, [&] {
+  run(Op::kReduceScatter, {in, out}, [&] {
     UEL_NCCL_CHECK(
         ncclReduceScatter(
             in.data_ptr(),
@@ -262,7 +328,7 @@ at::Tensor NcclCommunicator::reduce_scatter(const at::Tensor& tensor, ReduceOp o
             stream_),
         "reduce_scatter of {} elements",
         in.numel());
-  });
+  })->wait();
   return out;
 }
 
@@ -274,7 +340,7 @@ at::Tensor NcclCommunicator::all_to_all_v(
       "nccl: all_to_all_v needs one send count per rank ({}), got {}",
       size_,
       send_counts.size());
-  Timed timed(this, Op::kAllToAllV, tensor.nbytes());
+  Timed timed(this, Op::kAllToAllV, &tensor);
   std::vector<int64_t> recv_rows(size_);
   UEL_MPI_CHECK(
       MPI_Alltoall(
@@ -294,7 +360,7 @@ at::Tensor NcclCommunicator::all_to_all_v(
   at::Tensor in = tensor.contiguous();
   at::Tensor out = at::empty(with_first(tensor, total_recv), tensor.options());
   const size_t bytes_per_row = row * in.element_size();
-  run(Op::kAllToAllV, [&] {
+  run(Op::kAllToAllV, {in, out}, [&] {
     UEL_NCCL_CHECK(ncclGroupStart(), "all_to_all_v");
     int64_t send_offset = 0, recv_offset = 0;
     for (int r = 0; r < size_; ++r) {
@@ -326,19 +392,19 @@ at::Tensor NcclCommunicator::all_to_all_v(
       recv_offset += recv_rows[r];
     }
     UEL_NCCL_CHECK(ncclGroupEnd(), "all_to_all_v");
-  });
+  })->wait();
   return out;
 }
 
 void NcclCommunicator::barrier() {
-  Timed timed(this, Op::kBarrier, 0);
+  Timed timed(this, Op::kBarrier, nullptr);
   UEL_CUDA_CHECK(cudaSetDevice(device_), "selecting cuda:{}", device_);
   UEL_CUDA_CHECK(cudaStreamSynchronize(stream_), "waiting for NCCL work");
   UEL_MPI_CHECK(MPI_Barrier(bootstrap_), "barrier");
 }
 
 std::unique_ptr<Communicator> NcclCommunicator::split() {
-  return std::make_unique<NcclCommunicator>(bootstrap_, device_);
+  return std::make_unique<NcclCommunicator>(bootstrap_, device_, order_check());
 }
 
 }  // namespace uel::comm

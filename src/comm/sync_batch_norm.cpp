@@ -43,8 +43,12 @@ struct SyncNormalize : public torch::autograd::Function<SyncNormalize> {
          local_var.to(at::kDouble) * local_count + mean_d * mean_d * local_count,
          at::full({1}, local_count, mean_d.options())});
     comm->all_reduce(packed, ReduceOp::kSum);
-    const double count = packed[2 * channels].item<double>();
-    UEL_CHECK(count > 1, "SyncBatchNorm needs more than one value per channel in the global batch");
+    // The global count stays on the device: no host synchronisation per layer. Only a world of
+    // one rank can have a single value per channel.
+    UEL_CHECK(
+        local_count > 1 || comm->size() > 1,
+        "SyncBatchNorm needs more than one value per channel in the global batch");
+    const at::Tensor count = packed.narrow(0, 2 * channels, 1);
     at::Tensor mean = packed.narrow(0, 0, channels) / count;
     at::Tensor var = (packed.narrow(0, channels, channels) / count - mean * mean).clamp_min(0);
     at::Tensor invstd = (var + eps).rsqrt();
@@ -52,8 +56,7 @@ struct SyncNormalize : public torch::autograd::Function<SyncNormalize> {
     at::Tensor x_hat =
         (x - mean.to(x.scalar_type()).view(shape)) * invstd.to(x.scalar_type()).view(shape);
     ctx->saved_data["comm"] = comm_address;
-    ctx->saved_data["count"] = count;
-    ctx->save_for_backward({x_hat, invstd.to(x.scalar_type())});
+    ctx->save_for_backward({x_hat, invstd.to(x.scalar_type()), count});
     // Mean and unbiased variance feed the running statistics only.
     at::Tensor mean_out = mean.to(x.scalar_type());
     at::Tensor var_out = (var * count / (count - 1)).to(x.scalar_type());
@@ -63,10 +66,10 @@ struct SyncNormalize : public torch::autograd::Function<SyncNormalize> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto* comm = reinterpret_cast<Communicator*>(ctx->saved_data["comm"].toInt());
-    const double count = ctx->saved_data["count"].toDouble();
     auto saved = ctx->get_saved_variables();
     const at::Tensor& x_hat = saved[0];
     const at::Tensor& invstd = saved[1];
+    const at::Tensor& count = saved[2];
     const at::Tensor& dy = grads[0];
     const int64_t channels = x_hat.size(1);
     const auto dims = reduce_dims(x_hat.dim());

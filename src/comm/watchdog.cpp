@@ -25,6 +25,9 @@ struct InFlight {
 // aborting from it never waits on a join.
 struct State {
   std::mutex mutex;
+  // Held while health checks run: remove_health_check waits on it, so a check never runs on a
+  // communicator its owner has destroyed.
+  std::mutex checks_mutex;
   std::condition_variable retired;
   std::map<uint64_t, InFlight> in_flight;
   std::map<uint64_t, std::function<std::string()>> checks;
@@ -47,6 +50,7 @@ State& state() {
 void tick() {
   State& s = state();
   std::string failure;
+  std::unique_lock<std::mutex> checks_lock(s.checks_mutex);
   std::vector<std::function<std::string()>> checks;
   {
     std::lock_guard<std::mutex> lock(s.mutex);
@@ -77,6 +81,7 @@ void tick() {
       failure = check();
     }
   }
+  checks_lock.unlock();
   if (!failure.empty()) {
     fatal(failure);
   }
@@ -139,6 +144,7 @@ uint64_t Watchdog::add_health_check(std::function<std::string()> check) {
 }
 
 void Watchdog::remove_health_check(uint64_t id) {
+  std::lock_guard<std::mutex> running(state().checks_mutex);
   std::lock_guard<std::mutex> lock(state().mutex);
   state().checks.erase(id);
 }

@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 
+#include <c10/util/Exception.h>
 #include <torch/cuda.h>
 
 #include "uel/comm/mpi_communicator.h"
@@ -16,6 +17,10 @@ namespace uel::comm {
 namespace {
 WorldInfo g_world;
 bool g_initialized_here = false;
+
+std::string first_line(const std::string& text) {
+  return text.substr(0, text.find('\n'));
+}
 }  // namespace
 
 const WorldInfo& init_world(int* argc, char*** argv) {
@@ -85,6 +90,16 @@ int run_guarded(const std::function<int()>& body) {
   } catch (const Error& e) {
     log_error("{}", e.what());
     code = e.exit_code();
+  } catch (const c10::OutOfMemoryError& e) {
+    log_error(
+        "out of device memory: {}; lower --train.batch_size (the global batch; per rank it is "
+        "batch_size / ranks) or --eval.batch_size, or run on more ranks",
+        first_line(e.what_without_backtrace()));
+    code = 5;
+  } catch (const c10::Error& e) {
+    // LibTorch's own message without its C++ backtrace.
+    log_error("LibTorch: {}", e.what_without_backtrace());
+    code = 1;
   } catch (const std::exception& e) {
     log_error("unexpected failure: {}", e.what());
     code = 1;
@@ -97,7 +112,7 @@ int run_guarded(const std::function<int()>& body) {
   return code;
 }
 
-c10::Device select_device(const std::string& spec) {
+c10::Device select_device(const std::string& spec, bool share_gpus) {
   const bool cuda = torch::cuda::is_available();
   if (spec == "cpu" || (spec == "auto" && !cuda)) {
     return c10::Device(c10::kCPU);
@@ -109,7 +124,18 @@ c10::Device select_device(const std::string& spec) {
       "--train.device=cuda but no CUDA device is usable (LibTorch built without CUDA, no GPU, or "
       "CUDA_VISIBLE_DEVICES hides them); use --train.device=cpu");
   const int count = static_cast<int>(torch::cuda::device_count());
-  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(world().local_rank % count));
+  const WorldInfo w = world();
+  // Two ranks on one GPU: NCCL refuses them; MPI runs them, slower (asked for explicitly).
+  const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+  UEL_CHECK_CONFIG(
+      share_gpus || w.local_size <= count,
+      "{} ranks on this node but {} visible GPU(s) (CUDA_VISIBLE_DEVICES={}); start one rank per "
+      "GPU, make more GPUs visible, share them with --comm.backend=mpi, or train on "
+      "--train.device=cpu",
+      w.local_size,
+      count,
+      visible != nullptr ? visible : "unset");
+  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(w.local_rank % count));
 }
 
 std::unique_ptr<Communicator> make_communicator(
@@ -128,10 +154,10 @@ std::unique_ptr<Communicator> make_communicator(
         w.size == 1,
         "--comm.backend=local runs one process, but this job has {} ranks; use mpi or nccl",
         w.size);
-    return std::make_unique<LocalCommunicator>();
+    return std::make_unique<LocalCommunicator>(device);
   }
   if (chosen == "mpi") {
-    return std::make_unique<MpiCommunicator>(world_comm());
+    return std::make_unique<MpiCommunicator>(world_comm(), device);
   }
   if (chosen == "nccl") {
 #ifdef UEL_HAVE_NCCL

@@ -21,24 +21,28 @@ using torch::autograd::variable_list;
 // Gathered rows per block of queries in the NCE scores: bounds the temporary whatever B and K.
 constexpr int64_t kGatherBudget = int64_t{1} << 24;
 
-// s[b, k] = <q[b], rows[index[b, k]]>. The seed materialises the gathered rows [B, K, D] and
-// keeps them for backward; here forward gathers block by block and backward sums the rows
-// weighted by the incoming gradient (embedding_bag), so memory stays O(B K + budget).
-struct GatheredDot : public torch::autograd::Function<GatheredDot> {
+// s[m] = <q[query[m]], rows[row[m]]> for a ragged list of (query, row) pairs sorted by query
+// (each rank's own negatives). The seed materialises the gathered rows [B, K, D] and keeps them
+// for backward; here forward gathers block by block and backward sums the rows weighted by the
+// incoming gradient per query (embedding_bag), so memory stays O(B K + budget).
+struct RaggedDot : public torch::autograd::Function<RaggedDot> {
   static at::Tensor forward(
-      AutogradContext* ctx, const at::Tensor& q, const at::Tensor& rows, const at::Tensor& index) {
-    ctx->save_for_backward({rows, index});
-    const int64_t b = q.size(0), k = index.size(1), d = q.size(1);
-    at::Tensor out = at::empty({b, k}, q.options());
-    if (b == 0 || k == 0)
-      return out;
-    const int64_t block = std::max<int64_t>(1, kGatherBudget / (k * d));
-    for (int64_t begin = 0; begin < b; begin += block) {
-      const int64_t end = std::min(b, begin + block);
-      const at::Tensor gathered =
-          rows.index_select(0, index.slice(0, begin, end).reshape(-1)).view({end - begin, k, d});
+      AutogradContext* ctx,
+      const at::Tensor& q,
+      const at::Tensor& rows,
+      const at::Tensor& query,
+      const at::Tensor& row) {
+    ctx->save_for_backward({rows, query, row});
+    ctx->saved_data["queries"] = q.size(0);
+    const int64_t m = row.size(0), d = q.size(1);
+    at::Tensor out = at::empty({m}, q.options());
+    const int64_t block = std::max<int64_t>(1, kGatherBudget / std::max<int64_t>(d, 1));
+    for (int64_t begin = 0; begin < m; begin += block) {
+      const int64_t end = std::min(m, begin + block);
       out.slice(0, begin, end)
-          .copy_(at::bmm(gathered, q.slice(0, begin, end).unsqueeze(2)).squeeze(2));
+          .copy_((rows.index_select(0, row.slice(0, begin, end)) *
+                  q.index_select(0, query.slice(0, begin, end)))
+                     .sum(1));
     }
     return out;
   }
@@ -46,20 +50,35 @@ struct GatheredDot : public torch::autograd::Function<GatheredDot> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor& rows = saved[0];
-    const at::Tensor& index = saved[1];
-    const int64_t b = index.size(0), k = index.size(1);
-    const at::Tensor offsets = at::arange(0, b * k, std::max<int64_t>(k, 1), index.options());
+    const at::Tensor& query = saved[1];
+    const at::Tensor& row = saved[2];
+    const int64_t b = ctx->saved_data["queries"].toInt();
+    // One bag per query: its rows, weighted by their scores' gradients (empty bags give 0).
+    const at::Tensor counts = at::bincount(query, {}, b);
+    const at::Tensor offsets = counts.cumsum(0) - counts;
     at::Tensor grad_q = std::get<0>(at::embedding_bag(
         rows,
-        index.reshape(-1),
-        offsets.slice(0, 0, b),
+        row,
+        offsets,
         /*scale_grad_by_freq=*/false,
         /*mode=sum*/ 0,
         /*sparse=*/false,
-        grads[0].contiguous().reshape(-1)));
-    return {grad_q, at::Tensor(), at::Tensor()};
+        grads[0].contiguous()));
+    return {grad_q, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
+
+// The logical right shift of int64 words (ATen's >> is arithmetic on signed types).
+at::Tensor shift_right(const at::Tensor& x, int bits) {
+  return at::bitwise_and(at::bitwise_right_shift(x, bits), (int64_t{1} << (64 - bits)) - 1);
+}
+
+// uel::mix64 on int64 tensors (multiplication wraps modulo 2^64 as on uint64).
+at::Tensor mix64(at::Tensor x) {
+  x = at::bitwise_xor(x, shift_right(x, 30)) * static_cast<int64_t>(0xBF58476D1CE4E5B9ULL);
+  x = at::bitwise_xor(x, shift_right(x, 27)) * static_cast<int64_t>(0x94D049BB133111EBULL);
+  return at::bitwise_xor(x, shift_right(x, 31));
+}
 
 }  // namespace
 
@@ -106,23 +125,14 @@ void MemoryBank::assign(const at::Tensor& rows) {
   rows_.copy_(rows);
 }
 
-int64_t MemoryBank::negative_share(int64_t k) const {
-  return k * shard_.end / size_ - k * shard_.begin / size_;
-}
-
 at::Tensor MemoryBank::draw_negatives(int64_t queries, int64_t k, uint64_t key) const {
-  const int64_t share = negative_share(k);
-  at::Tensor out = at::empty({queries, share}, at::kLong);
-  int64_t* data = out.data_ptr<int64_t>();
-  // One stream per query, so the draw does not depend on the thread count.
-  at::parallel_for(0, queries, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      Rng rng(derive_key(key, static_cast<uint64_t>(b)));
-      for (int64_t j = 0; j < share; ++j)
-        data[b * share + j] = shard_.begin + rng.below(shard_.size());
-    }
-  });
-  return out.to(rows_.device());
+  const auto options = at::TensorOptions().dtype(at::kLong).device(rows_.device());
+  // uel::derive_key(key, counter) for counter = b k + j, then Rng::uniform's 53 bits.
+  const at::Tensor counter = at::arange(queries * k, options);
+  const at::Tensor sub = mix64(counter + static_cast<int64_t>(0x9E3779B97F4A7C15ULL));
+  const at::Tensor bits = mix64(at::bitwise_xor(sub, static_cast<int64_t>(key)));
+  const at::Tensor u = shift_right(bits, 11).to(at::kDouble) * 0x1.0p-53;
+  return (u * static_cast<double>(size_)).floor().to(at::kLong).view({queries, k});
 }
 
 void MemoryBank::update(const at::Tensor& items, const at::Tensor& features, double momentum) {
@@ -204,20 +214,19 @@ BankLoss bank_loss(
   at::Tensor partial;  // this rank's terms; they sum over ranks to the global loss
   if (config.k > 0) {
     UEL_CHECK(
-        negatives.dim() == 2 && negatives.size(0) == batch &&
-            negatives.size(1) == bank.negative_share(config.k),
-        "bank_loss: negatives must be this rank's draw_negatives({}, {}), got {}",
+        negatives.dim() == 2 && negatives.size(0) == batch && negatives.size(1) == config.k,
+        "bank_loss: negatives must be draw_negatives({}, {}), got {}",
         batch,
         config.k,
         c10::str(negatives.sizes()));
-    if (negatives.numel() > 0) {
-      UEL_CHECK(
-          negatives.min().item<int64_t>() >= shard.begin &&
-              negatives.max().item<int64_t>() < shard.end,
-          "bank_loss: negatives outside this rank's rows");
-    }
+    // The (query, row) pairs whose row this rank owns, in query order; a rank may own none.
+    const at::Tensor all = negatives.to(rows.device());
+    const at::Tensor owned = all.ge(shard.begin).logical_and(all.lt(shard.end));
+    const at::Tensor pairs = owned.nonzero();
     const at::Tensor negative =
-        GatheredDot::apply(queries, rows, negatives.to(rows.device()) - shard.begin) / t;
+        RaggedDot::apply(
+            queries, rows, pairs.select(1, 0), all.masked_select(owned) - shard.begin) /
+        t;
     if (bank.z() < 0 || config.z_momentum > 0) {
       // Z = N * mean(exp(s)) over every score of the step, positives included.
       at::Tensor stats = at::stack(

@@ -73,7 +73,8 @@ Trainer::Trainer(RunConfig config, std::string run_dir)
   validate(config_);
   // LibTorch threads (train.threads) are process set-up: the commands call configure_compute.
   comm::Watchdog::instance().set_timeout(config_.comm.timeout_s);
-  device_ = comm::select_device(config_.train.device);
+  device_ = comm::select_device(config_.train.device, config_.comm.backend == "mpi");
+  comm::set_check_order(config_.comm.check_order);
   comm_ = comm::make_communicator(config_.comm.backend, device_);
 
   input_ = data::open_train_data(
@@ -127,6 +128,8 @@ Trainer::Trainer(RunConfig config, std::string run_dir)
   comm::GradSyncOptions sync_options;
   sync_options.bucket_mb = config_.comm.bucket_mb;
   sync_options.first_bucket_mb = config_.comm.first_bucket_mb;
+  // Each rank normalises with its own batch: keep rank 0's running statistics everywhere.
+  sync_options.broadcast_buffers = !config_.model.sync_bn;
   std::vector<std::pair<std::string, at::Tensor>> params;
   for (const auto& p : model_->named_parameters())
     params.emplace_back(p.key(), p.value());
@@ -152,7 +155,7 @@ double Trainer::train_step(const data::Batch& batch, double lr) {
       negatives = bank_->draw_negatives(
           features.size(0) * comm_->size(),
           config_.nce.k,
-          stream_key(config_.train.seed, RngPurpose::kNegatives, comm_->rank(), global_step_));
+          stream_key(config_.train.seed, RngPurpose::kNegatives, 0, global_step_));
     }
     bank_loss = losses::bank_loss(features, batch.items, *bank_, config_.nce, negatives, *comm_);
     loss = bank_loss.loss;
@@ -306,21 +309,22 @@ eval::KnnResult Trainer::evaluate_knn() {
           out.push_back(d.labels()[positions[i]]);
         return at::tensor(out, at::kLong);
       };
+  const auto on_device = [this](const at::Tensor& t) { return t.to(device_); };
   const int rank = comm_->rank(), world = comm_->size();
   const auto& train_positions = input_.positions;
   // The bank's shard and embed()'s shard are the same shard_range of the positions.
   at::Tensor train_features =
       config_.eval.features == "bank" ? bank_->rows() : embed(*input_.dataset, train_positions);
-  at::Tensor train_labels = labels_of(
+  at::Tensor train_labels = on_device(labels_of(
       *input_.dataset,
       train_positions,
-      shard_range(static_cast<int64_t>(train_positions.size()), rank, world));
+      shard_range(static_cast<int64_t>(train_positions.size()), rank, world)));
   // Queries: every rank embeds its shard of the test set, then all ranks hold all of them.
   at::Tensor queries = comm_->all_gather_v(embed(*test_, test_positions_));
-  at::Tensor query_labels = comm_->all_gather_v(labels_of(
+  at::Tensor query_labels = comm_->all_gather_v(on_device(labels_of(
       *test_,
       test_positions_,
-      shard_range(static_cast<int64_t>(test_positions_.size()), rank, world)));
+      shard_range(static_cast<int64_t>(test_positions_.size()), rank, world))));
   return eval::weighted_knn(
       train_features,
       train_labels,
@@ -339,7 +343,12 @@ void Trainer::run() {
   const std::string& resume = config_.train.resume;
   std::optional<std::string> from;
   if (resume == "auto") {
-    from = latest_checkpoint(run_dir_);
+    // Rank 0 decides for everyone: ranks that see the file system at different moments (DONE
+    // written while they look, a lagging network file system) must not resume differently.
+    const std::string latest = comm_->broadcast_string(
+        comm_->rank() == 0 ? latest_checkpoint(run_dir_).value_or("") : "", 0);
+    if (!latest.empty())
+      from = latest;
   } else if (resume != "none") {
     from = resume;
   }
@@ -465,8 +474,10 @@ void Trainer::run() {
       interval_start = Clock::now();
     }
   }
-  // A run stopped by max_steps leaves a checkpoint to resume from.
-  const std::optional<std::string> last = latest_checkpoint(run_dir_);
+  // A run stopped by max_steps leaves a checkpoint to resume from. Saving is collective, so
+  // rank 0 decides for everyone (a rank that missed DONE would otherwise save alone and wait).
+  const std::string last = comm_->broadcast_string(
+      comm_->rank() == 0 ? latest_checkpoint(run_dir_).value_or("") : "", 0);
   if (last != checkpoint_dir(run_dir_, global_step_)) {
     save_checkpoint();
   }

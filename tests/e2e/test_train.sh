@@ -5,7 +5,10 @@
 #  - a non-finite loss stops the run with a message naming the step, the checkpoint stays,
 #  - uel eval and uel embed read the run,
 #  - the memory bank (nce): a 4-rank checkpoint resumed on 4, 2 and 1 ranks gives the same next
-#    loss and the same bank (full softmax, float64), NCE runs and its bank serves the kNN.
+#    loss and the same bank (full softmax, float64), NCE runs and its bank serves the kNN,
+#  - NCE with 64 negatives on 2 and 4 ranks matches 1 rank (the draw does not depend on ranks),
+#  - 30 short runs back to back, each resuming the last one's checkpoint, with comm.check_order:
+#    no hang at the resume and final-checkpoint decisions, no collective out of order.
 # usage: test_train.sh UEL MPIEXEC
 set -uo pipefail
 uel=$1 mpiexec=$2
@@ -125,6 +128,35 @@ out=$("$uel" train "${common[@]}" --train.method=nce --train.resume="$tmp/whole/
 [[ $? == 3 ]] && grep -q "has no memory-bank shards" <<<"$out" && pass || fail "nce from an isif checkpoint: $out"
 out=$("$uel" train "${common[@]}" --eval.features=bank --out "$tmp/x" 2>&1)
 [[ $? == 2 ]] && grep -q "needs the memory bank" <<<"$out" && pass || fail "eval.features=bank without nce: $out"
+
+# --- NCE is world-size invariant: negatives keyed by (seed, step, global query) ---------------
+nce=("${common[@]}" --train.method=nce --nce.k=64 --nce.temperature=0.1 --train.precision=float64 --train.max_steps=6)
+for np in 1 2 4; do
+  "$mpiexec" -np $np "$uel" train "${nce[@]}" --out "$tmp/ncews$np" >"$tmp/ncews$np.log" 2>&1 ||
+    { fail "nce on $np ranks"; tail -5 "$tmp/ncews$np.log"; }
+done
+/usr/bin/python3 - "$tmp" <<'PY' && pass || fail "NCE losses differ between world sizes"
+import json, sys
+loss = {n: [json.loads(l)["loss"] for l in open(f"{sys.argv[1]}/ncews{n}/metrics.jsonl")] for n in (1, 2, 4)}
+assert len(loss[1]) == 6, loss[1]
+for n in (2, 4):
+    worst = max(abs(a - b) / abs(a) for a, b in zip(loss[1], loss[n]))
+    print(f"NCE {n} ranks vs 1: max relative loss difference {worst:.2e}")
+    assert len(loss[n]) == 6 and worst <= 1e-8, (n, worst)
+PY
+
+# --- 30 short runs back to back: collective resume and final-checkpoint decisions -------------
+hung=0
+for i in $(seq 1 30); do
+  timeout 120 "$mpiexec" -np 2 "$uel" train "${common[@]}" --train.max_steps=$i --comm.check_order=true \
+    --comm.timeout_s=60 --out "$tmp/chain" >"$tmp/chain.log" 2>&1
+  rc=$?
+  if ((rc != 0)); then
+    ((rc == 124)) && hung=1
+    fail "short run $i exited $rc"; tail -5 "$tmp/chain.log"; break
+  fi
+done
+((rc == 0)) && [[ -f $tmp/chain/checkpoints/step-0000030/DONE ]] && pass || fail "the chain of 30 runs (hang: $hung)"
 
 # --- a non-finite loss stops the run ---------------------------------------------------------
 "$mpiexec" -np 2 "$uel" train "${common[@]}" --train.max_steps=4 --train.checkpoint_every=2 --out "$tmp/nan" \

@@ -32,7 +32,11 @@ class CommTest : public ::testing::TestWithParam<Setup> {
       GTEST_SKIP() << "built without NCCL";
     }
 #endif
-    device_ = select_device(GetParam().device);
+    if (GetParam().backend == "nccl" && world().local_size > torch::cuda::device_count()) {
+      GTEST_SKIP() << "NCCL needs one GPU per rank: " << world().local_size << " ranks, "
+                   << torch::cuda::device_count() << " GPU(s)";
+    }
+    device_ = select_device(GetParam().device, /*share_gpus=*/GetParam().backend == "mpi");
     // One process alone has no MPI peers: the local backend stands in for mpi.
     const std::string backend =
         GetParam().backend == "mpi" && world().size == 1 ? "local" : GetParam().backend;

@@ -132,6 +132,17 @@ TEST(GradSync, ManySmallBucketsGiveTheSameResult) {
   EXPECT_LE((train(comm.get(), 1, options) - reference).abs().max().item<float>(), 1e-5);
 }
 
+TEST(GradSync, LaunchingFromBackwardGivesTheSameResult) {
+  auto comm = make();
+  GradSyncOptions options = allow_spare();
+  options.launch = BucketLaunch::kInline;  // as on NCCL: no worker thread, one communicator
+  options.first_bucket_mb = 100.0 / (1 << 20);
+  options.bucket_mb = 300.0 / (1 << 20);
+  const at::Tensor reference = train(nullptr, 1, {});
+  EXPECT_LE((train(comm.get(), 1, options) - reference).abs().max().item<float>(), 1e-5);
+  EXPECT_LE((train(comm.get(), 2, options) - reference).abs().max().item<float>(), 1e-5);
+}
+
 TEST(GradSync, AccumulationUnderNoSyncMatchesOneBigBatch) {
   auto comm = make();
   const at::Tensor reference = train(nullptr, 1, {});
@@ -182,6 +193,45 @@ TEST(GradSync, BroadcastsBuffersFromRankZero) {
   Net net;
   GradSync sync(named(net), {buffer}, *comm, allow_spare());
   EXPECT_TRUE(at::equal(buffer, at::full({3}, 5.0)));
+}
+
+// Without SyncBatchNorm each rank normalises with its own batch, so running statistics drift
+// apart unless rank 0's are broadcast every step (as DDP does).
+TEST(GradSync, BufferBroadcastKeepsBatchNormStatisticsEqual) {
+  auto comm = make();
+  const int n = comm->size(), r = comm->rank();
+  for (const bool broadcast : {true, false}) {
+    torch::manual_seed(1);
+    torch::nn::Linear fc(4, 3);
+    torch::nn::BatchNorm1d bn(3);
+    std::vector<std::pair<std::string, at::Tensor>> params;
+    for (const auto& p : fc->named_parameters())
+      params.emplace_back("fc." + p.key(), p.value());
+    for (const auto& p : bn->named_parameters())
+      params.emplace_back("bn." + p.key(), p.value());
+    GradSyncOptions options;
+    options.broadcast_buffers = broadcast;
+    GradSync sync(params, {bn->running_mean, bn->running_var}, *comm, options);
+    at::Tensor rank0_mean;
+    for (int step = 0; step < 3; ++step) {
+      const at::Tensor x = global_data(4 * n, 4, step + 10 * r);  // each rank its own data
+      bn->forward(fc->forward(x)).pow(2).sum().backward();
+      if (r == 0 || !broadcast)
+        rank0_mean = bn->running_mean.clone();
+      sync.finish();
+    }
+    const at::Tensor all = comm->all_gather(bn->running_mean.unsqueeze(0));
+    for (int s = 1; s < n; ++s) {
+      if (broadcast) {
+        EXPECT_TRUE(at::equal(all[s], all[0])) << "rank " << s << " drifted";
+      } else {
+        EXPECT_FALSE(at::equal(all[s], all[0])) << "the ranks' statistics should differ here";
+      }
+    }
+    if (r == 0) {
+      EXPECT_TRUE(at::equal(bn->running_mean, rank0_mean));  // rank 0 keeps its own
+    }
+  }
 }
 
 }  // namespace

@@ -21,6 +21,13 @@ int main(int argc, char** argv) {
   // Exit codes are combined so every rank agrees on the outcome.
   int worst = result;
   MPI_Allreduce(&result, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  // Nothing ran (every selected case skipped, e.g. CUDA cases without a GPU): exit 77, which
+  // ctest's SKIP_RETURN_CODE reports as skipped rather than passed.
+  const auto& unit = *::testing::UnitTest::GetInstance();
+  int all_skipped =
+      unit.test_to_run_count() > 0 && unit.skipped_test_count() == unit.test_to_run_count();
+  int everywhere = all_skipped;
+  MPI_Allreduce(&all_skipped, &everywhere, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
   uel::comm::finalize_world();
-  return worst;
+  return worst == 0 && everywhere ? 77 : worst;
 }

@@ -3,9 +3,17 @@
 // Data-parallel gradient synchronisation, as PyTorch's DDP does it: parameters and buffers are
 // broadcast from rank 0 at construction; gradients are packed into buckets (reverse
 // registration order, a small first bucket so communication starts early), and each bucket is
-// all-reduced (average) on a dedicated thread and communicator as soon as its last gradient is
-// produced during backward, overlapping the rest of backward. Buckets launch in index order on
-// every rank (a mismatched order would hang or mix data).
+// all-reduced (average) as soon as its last gradient is produced during backward, overlapping
+// the rest of backward. Buckets launch in index order on every rank.
+//
+// Where they launch from (DESIGN.md §3, one order of collectives):
+// - kInline (the default on asynchronous backends, NCCL): from the backward pass itself, on the
+//   model's communicator, so bucket all-reduces and SyncBatchNorm's collectives are issued by
+//   one thread in one order, the same on every rank. The op only enqueues; finish() makes the
+//   compute stream wait for the buckets.
+// - kThread (the default on blocking backends, MPI): on a worker thread with its own
+//   communicator, so a blocking all-reduce overlaps backward; MPI orders each communicator's
+//   collectives independently, so the two threads cannot deadlock each other.
 
 #include <condition_variable>
 #include <cstdint>
@@ -23,7 +31,13 @@
 
 namespace uel::comm {
 
+enum class BucketLaunch { kAuto, kInline, kThread };
+
 struct GradSyncOptions {
+  BucketLaunch launch = BucketLaunch::kAuto;
+  // Buffers (BatchNorm running statistics) are broadcast from rank 0 at every finish(), as DDP
+  // does, so they cannot drift apart where each rank normalises with its own batch.
+  bool broadcast_buffers = false;
   double bucket_mb = 25;
   double first_bucket_mb = 1;
   // Parameters without a gradient on a rank contribute zero instead of being an error; those no
@@ -42,8 +56,13 @@ class GradSync {
   GradSync(const GradSync&) = delete;
   GradSync& operator=(const GradSync&) = delete;
 
-  // After backward(): waits for every bucket and leaves the rank-averaged gradient in .grad.
+  // After backward(): waits for every bucket and leaves the rank-averaged gradient in .grad
+  // (and, with broadcast_buffers, rank 0's buffers on every rank).
   void finish();
+
+  bool launches_inline() const {
+    return inline_;
+  }
 
   // While alive, backward passes only accumulate locally (gradient accumulation); the next
   // synchronised backward + finish() averages the accumulated sum.
@@ -65,9 +84,10 @@ class GradSync {
     return NoSync(this);
   }
 
-  // Traffic of the bucket all-reduces (they run on this object's own communicator).
+  // Traffic of the bucket all-reduces on the worker thread's own communicator (empty when
+  // they launch inline: they are then counted by the model's communicator).
   CommStats comm_stats() const {
-    return comm_->stats();
+    return comm_ ? comm_->stats() : CommStats{};
   }
 
   // Parameter indices of each bucket, in launch order (for tests and logs).
@@ -92,12 +112,19 @@ class GradSync {
 
   void on_gradient(size_t index, const at::Tensor& grad);
   void mark_arrived(size_t index);
+  // kInline: launches the ready buckets that are next in order (mutex_ held).
+  void launch_ready();
   void worker_loop();
   void reset_step();
+  void broadcast_buffers();
 
   std::vector<Slot> slots_;
   std::vector<Bucket> buckets_;
-  std::unique_ptr<Communicator> comm_;  // this object's own: it is used from worker_
+  std::vector<at::Tensor> buffers_;
+  Communicator& model_comm_;            // the model's (SyncBatchNorm's) communicator
+  std::unique_ptr<Communicator> comm_;  // kThread: the worker's own
+  bool inline_ = false;
+  std::vector<std::unique_ptr<Work>> launched_;  // kInline: this step's bucket all-reduces
   GradSyncOptions options_;
   bool no_sync_ = false;
 

@@ -2,11 +2,17 @@
 
 // Collectives on CUDA tensors through NCCL (built when the CUDA toolkit and nccl.h are found).
 //
-// Ordering: LibTorch's work runs on the legacy default stream (uel never switches streams).
-// Each op makes its own stream wait for an event recorded there, enqueues the NCCL call, and
-// makes the default stream wait for the op's completion event, so kernels before and after see
-// consistent data and freed inputs are not reused early. Completion and ncclCommGetAsyncError
-// are polled by the Watchdog, which aborts the communicator and the job after the timeout.
+// Ordering: each op makes the communicator's own stream wait for the caller's *current* CUDA
+// stream (LibTorch's, so a side stream set by the caller is respected), enqueues the NCCL call
+// there, and records a completion event. Synchronous ops make the current stream wait for that
+// event at once; all_reduce_async hands it back as a Work, so the compute stream waits only
+// where the result is needed (GradSync::finish). Tensors NCCL touches are recorded with the
+// caching allocator for the NCCL stream, so memory freed early is not reused before NCCL is done.
+// The host never blocks. Completion and ncclCommGetAsyncError are polled by the Watchdog, which
+// aborts the communicator and the job after the timeout.
+//
+// All NCCL communicators of a rank run on one GPU, so their collectives must be issued in one
+// order on every rank (DESIGN.md §3); with comm.check_order they share one OrderCheck.
 
 #include <cuda_runtime.h>
 #include <mpi.h>
@@ -16,10 +22,14 @@
 
 namespace uel::comm {
 
+class OrderCheck;
+
 class NcclCommunicator : public Communicator {
  public:
   // Collective over `bootstrap` (MPI carries the NCCL unique id); device: this rank's GPU.
-  NcclCommunicator(MPI_Comm bootstrap, int device);
+  // `order_check`: the one to share (split()); by default a new one when check_order is on.
+  NcclCommunicator(
+      MPI_Comm bootstrap, int device, std::shared_ptr<OrderCheck> order_check = nullptr);
   ~NcclCommunicator() override;
 
   int rank() const override {
@@ -31,7 +41,11 @@ class NcclCommunicator : public Communicator {
   std::string backend() const override {
     return "nccl";
   }
+  bool asynchronous() const override {
+    return true;
+  }
   void all_reduce(at::Tensor& tensor, ReduceOp op) override;
+  std::unique_ptr<Work> all_reduce_async(at::Tensor& tensor, ReduceOp op) override;
   at::Tensor all_gather(const at::Tensor& tensor) override;
   at::Tensor all_gather_v(const at::Tensor& tensor) override;
   void broadcast(at::Tensor& tensor, int root) override;
@@ -42,9 +56,11 @@ class NcclCommunicator : public Communicator {
   std::unique_ptr<Communicator> split() override;
 
  private:
-  // Orders `enqueue` (NCCL calls on stream_) between the default stream's past and future work.
+  // Enqueues `enqueue` (NCCL calls on stream_) after the current stream's past work; returns
+  // the op's completion, which the caller waits for (Work::wait) before using the results.
+  // `tensors`: every tensor the NCCL calls read or write.
   template <class F>
-  void run(Op op, F&& enqueue);
+  std::unique_ptr<Work> run(Op op, std::initializer_list<at::Tensor> tensors, F&& enqueue);
   void check_device(const at::Tensor& tensor, Op op) const;
   // Row counts of every rank, exchanged over MPI.
   std::vector<int64_t> exchange(int64_t value);

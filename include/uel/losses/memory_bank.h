@@ -16,8 +16,9 @@
 // Z = N * mean(exp(<f, v> / T)) over the first step's B (K + 1) scores, then kept (and
 // checkpointed), or tracked by a moving average (z_momentum > 0, a deviation from the seed).
 // Every term involves one score, so each rank sums its own terms. Negatives are drawn uniformly
-// with replacement, stratified by shard: rank r draws its share of the K from its own rows (the
-// seed's expectation over all N rows, with less variance).
+// over all N rows with replacement, as the seed does, by a counter-based hash of (key, query,
+// j) computed on the training device: every rank and every world size draws the same [B, K]
+// rows, and each rank scores the ones it owns. NCE runs are thus world-size invariant.
 //
 // Full softmax (k = 0), the seed's LinearAverage:
 //   L = 1/B sum_b [ logsumexp_j(<f_b, v_j> / T) - <f_b, v_yb> / T ]   over all N rows;
@@ -80,10 +81,9 @@ class MemoryBank {
     z_ = z;
   }
 
-  // This rank's share of k negatives: the apportionment of k over shards by shard size.
-  int64_t negative_share(int64_t k) const;
-  // [queries, negative_share(k)] global row indices, uniform over this rank's rows, with
-  // replacement; the stream `key` decides them.
+  // [queries, k] global row indices, uniform over all rows with replacement, on the bank's
+  // device: element (b, j) is row floor(u * N), u = (derive_key(key, b k + j) >> 11)
+  // 2^-53, the same on every rank, world size and device. No communication.
   at::Tensor draw_negatives(int64_t queries, int64_t k, uint64_t key) const;
 
   // Momentum update of this rank's rows among `items` ([B] global rows) from `features`
@@ -107,8 +107,8 @@ struct BankLoss {
 };
 
 // features: this rank's [b, D] L2-normalised embeddings; items: their bank rows ([b], int64).
-// negatives: for k > 0, this rank's draw_negatives(B, k, ...) ([B, share] global rows); ignored
-// for k = 0. Collective: every rank calls it with the same b.
+// negatives: for k > 0, draw_negatives(B, k, ...) ([B, k] global rows, B the global batch, the
+// same on every rank); ignored for k = 0. Collective: every rank calls it with the same b.
 BankLoss bank_loss(
     const at::Tensor& features,
     const at::Tensor& items,

@@ -53,6 +53,7 @@ struct EvalConfig {
 
 struct CommConfig {
   std::string backend = "auto";
+  bool check_order = false;  // fingerprint every collective and compare across ranks (debug)
   double timeout_s = 300;
   double bucket_mb = 25;
   double first_bucket_mb = 1;
