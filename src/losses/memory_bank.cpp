@@ -21,28 +21,24 @@ using torch::autograd::variable_list;
 // Gathered rows per block of queries in the NCE scores: bounds the temporary whatever B and K.
 constexpr int64_t kGatherBudget = int64_t{1} << 24;
 
-// s[m] = <q[query[m]], rows[row[m]]> for a ragged list of (query, row) pairs sorted by query
-// (each rank's own negatives). The seed materialises the gathered rows [B, K, D] and keeps them
-// for backward; here forward gathers block by block and backward sums the rows weighted by the
-// incoming gradient per query (embedding_bag), so memory stays O(B K + budget).
-struct RaggedDot : public torch::autograd::Function<RaggedDot> {
+// s[b, k] = <q[b], rows[index[b, k]]>. The seed materialises the gathered rows [B, K, D] and
+// keeps them for backward; here forward gathers block by block and backward sums the rows
+// weighted by the incoming gradient (embedding_bag), so memory stays O(B K + budget).
+struct GatheredDot : public torch::autograd::Function<GatheredDot> {
   static at::Tensor forward(
-      AutogradContext* ctx,
-      const at::Tensor& q,
-      const at::Tensor& rows,
-      const at::Tensor& query,
-      const at::Tensor& row) {
-    ctx->save_for_backward({rows, query, row});
-    ctx->saved_data["queries"] = q.size(0);
-    const int64_t m = row.size(0), d = q.size(1);
-    at::Tensor out = at::empty({m}, q.options());
-    const int64_t block = std::max<int64_t>(1, kGatherBudget / std::max<int64_t>(d, 1));
-    for (int64_t begin = 0; begin < m; begin += block) {
-      const int64_t end = std::min(m, begin + block);
+      AutogradContext* ctx, const at::Tensor& q, const at::Tensor& rows, const at::Tensor& index) {
+    ctx->save_for_backward({rows, index});
+    const int64_t b = q.size(0), k = index.size(1), d = q.size(1);
+    at::Tensor out = at::empty({b, k}, q.options());
+    if (b == 0 || k == 0)
+      return out;
+    const int64_t block = std::max<int64_t>(1, kGatherBudget / (k * d));
+    for (int64_t begin = 0; begin < b; begin += block) {
+      const int64_t end = std::min(b, begin + block);
+      const at::Tensor gathered =
+          rows.index_select(0, index.slice(0, begin, end).reshape(-1)).view({end - begin, k, d});
       out.slice(0, begin, end)
-          .copy_((rows.index_select(0, row.slice(0, begin, end)) *
-                  q.index_select(0, query.slice(0, begin, end)))
-                     .sum(1));
+          .copy_(at::bmm(gathered, q.slice(0, begin, end).unsqueeze(2)).squeeze(2));
     }
     return out;
   }
@@ -50,21 +46,18 @@ struct RaggedDot : public torch::autograd::Function<RaggedDot> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor& rows = saved[0];
-    const at::Tensor& query = saved[1];
-    const at::Tensor& row = saved[2];
-    const int64_t b = ctx->saved_data["queries"].toInt();
-    // One bag per query: its rows, weighted by their scores' gradients (empty bags give 0).
-    const at::Tensor counts = at::bincount(query, {}, b);
-    const at::Tensor offsets = counts.cumsum(0) - counts;
+    const at::Tensor& index = saved[1];
+    const int64_t b = index.size(0), k = index.size(1);
+    const at::Tensor offsets = at::arange(0, b * k, std::max<int64_t>(k, 1), index.options());
     at::Tensor grad_q = std::get<0>(at::embedding_bag(
         rows,
-        row,
-        offsets,
+        index.reshape(-1),
+        offsets.slice(0, 0, b),
         /*scale_grad_by_freq=*/false,
         /*mode=sum*/ 0,
         /*sparse=*/false,
-        grads[0].contiguous()));
-    return {grad_q, at::Tensor(), at::Tensor(), at::Tensor()};
+        grads[0].contiguous().reshape(-1)));
+    return {grad_q, at::Tensor(), at::Tensor()};
   }
 };
 
@@ -220,13 +213,23 @@ BankLoss bank_loss(
         config.k,
         c10::str(negatives.sizes()));
     // The (query, row) pairs whose row this rank owns, in query order; a rank may own none.
+    // Each query's own negatives are packed into a row of a [B, width] block (width: the most
+    // any query owns, about K / P), scored with batched matmuls, and read back pair by pair.
     const at::Tensor all = negatives.to(rows.device());
     const at::Tensor owned = all.ge(shard.begin).logical_and(all.lt(shard.end));
-    const at::Tensor pairs = owned.nonzero();
-    const at::Tensor negative =
-        RaggedDot::apply(
-            queries, rows, pairs.select(1, 0), all.masked_select(owned) - shard.begin) /
-        t;
+    const at::Tensor query = owned.nonzero().select(1, 0);
+    const at::Tensor counts = at::bincount(query, {}, batch);
+    const int64_t width = query.numel() > 0 ? counts.max().item<int64_t>() : 0;
+    at::Tensor negative = at::zeros({0}, queries.options());
+    if (width > 0) {
+      const at::Tensor slot = at::arange(query.numel(), query.options()) -
+                              (counts.cumsum(0) - counts).index_select(0, query);
+      at::Tensor packed = at::zeros({batch, width}, all.options());
+      packed.index_put_({query, slot}, all.masked_select(owned) - shard.begin);
+      negative =
+          GatheredDot::apply(queries, rows, packed).view(-1).index_select(0, query * width + slot) /
+          t;
+    }
     if (bank.z() < 0 || config.z_momentum > 0) {
       // Z = N * mean(exp(s)) over every score of the step, positives included.
       at::Tensor stats = at::stack(
