@@ -74,16 +74,16 @@ GradSync::GradSync(
     }
   }
   reset_step();
-  inline_ = options.launch == BucketLaunch::kInline ||
-            (options.launch == BucketLaunch::kAuto && comm.asynchronous());
-  if (!inline_) {
+  const bool launch_inline = options.launch == BucketLaunch::kInline ||
+                             (options.launch == BucketLaunch::kAuto && comm.asynchronous());
+  if (!launch_inline) {
     comm_ = comm.split();
   }
   for (size_t i = 0; i < slots_.size(); ++i) {
     slots_[i].hook =
         slots_[i].param.register_hook([this, i](const at::Tensor& grad) { on_gradient(i, grad); });
   }
-  if (!inline_) {
+  if (comm_) {
     worker_ = std::thread([this] { worker_loop(); });
   }
 }
@@ -107,7 +107,6 @@ void GradSync::reset_step() {
   for (auto& b : buckets_) {
     b.pending = static_cast<int64_t>(b.params.size());
     b.ready = false;
-    b.reduced = false;
   }
   next_launch_ = 0;
   launched_.clear();
@@ -142,7 +141,7 @@ void GradSync::mark_arrived(size_t index) {
   Bucket& b = buckets_[s.bucket];
   if (--b.pending == 0) {
     b.ready = true;
-    if (inline_) {
+    if (launches_inline()) {
       launch_ready();
     } else {
       changed_.notify_all();
@@ -154,7 +153,6 @@ void GradSync::launch_ready() {
   while (next_launch_ < buckets_.size() && buckets_[next_launch_].ready) {
     Bucket& b = buckets_[next_launch_++];
     launched_.push_back(model_comm_.all_reduce_async(b.flat, ReduceOp::kAvg));
-    b.reduced = true;
   }
 }
 
@@ -180,7 +178,6 @@ void GradSync::worker_loop() {
       return;
     }
     std::lock_guard<std::mutex> lock(mutex_);
-    bucket->reduced = true;
     ++next_launch_;
     changed_.notify_all();
   }
@@ -216,7 +213,7 @@ void GradSync::finish() {
     }
     mark_arrived(i);
   }
-  if (inline_) {
+  if (launches_inline()) {
     std::lock_guard<std::mutex> lock(mutex_);
     UEL_CHECK(next_launch_ == buckets_.size(), "GradSync: a bucket was never launched");
     for (auto& work : launched_)

@@ -175,6 +175,11 @@ double Trainer::train_step(const data::Batch& batch, double lr) {
   return comm_->all_reduce_scalar(loss.item<double>(), comm::ReduceOp::kAvg);
 }
 
+std::string Trainer::agreed_latest_checkpoint() {
+  return comm_->broadcast_string(
+      comm_->rank() == 0 ? latest_checkpoint(run_dir_).value_or("") : "", 0);
+}
+
 void Trainer::log_metrics(const std::string& json) {
   if (comm_->rank() != 0)
     return;
@@ -345,8 +350,7 @@ void Trainer::run() {
   if (resume == "auto") {
     // Rank 0 decides for everyone: ranks that see the file system at different moments (DONE
     // written while they look, a lagging network file system) must not resume differently.
-    const std::string latest = comm_->broadcast_string(
-        comm_->rank() == 0 ? latest_checkpoint(run_dir_).value_or("") : "", 0);
+    const std::string latest = agreed_latest_checkpoint();
     if (!latest.empty())
       from = latest;
   } else if (resume != "none") {
@@ -476,8 +480,7 @@ void Trainer::run() {
   }
   // A run stopped by max_steps leaves a checkpoint to resume from. Saving is collective, so
   // rank 0 decides for everyone (a rank that missed DONE would otherwise save alone and wait).
-  const std::string last = comm_->broadcast_string(
-      comm_->rank() == 0 ? latest_checkpoint(run_dir_).value_or("") : "", 0);
+  const std::string last = agreed_latest_checkpoint();
   if (last != checkpoint_dir(run_dir_, global_step_)) {
     save_checkpoint();
   }

@@ -61,7 +61,7 @@ class GradSync {
   void finish();
 
   bool launches_inline() const {
-    return inline_;
+    return comm_ == nullptr;
   }
 
   // While alive, backward passes only accumulate locally (gradient accumulation); the next
@@ -99,7 +99,6 @@ class GradSync {
     std::vector<size_t> params;
     int64_t pending = 0;  // gradients still to arrive this step
     bool ready = false;   // all gradients in, may launch
-    bool reduced = false;
   };
   struct Slot {
     std::string name;
@@ -121,9 +120,8 @@ class GradSync {
   std::vector<Slot> slots_;
   std::vector<Bucket> buckets_;
   std::vector<at::Tensor> buffers_;
-  Communicator& model_comm_;            // the model's (SyncBatchNorm's) communicator
-  std::unique_ptr<Communicator> comm_;  // kThread: the worker's own
-  bool inline_ = false;
+  Communicator& model_comm_;                     // the model's (SyncBatchNorm's) communicator
+  std::unique_ptr<Communicator> comm_;           // kThread: the worker's own; null when inline
   std::vector<std::unique_ptr<Work>> launched_;  // kInline: this step's bucket all-reduces
   GradSyncOptions options_;
   bool no_sync_ = false;

@@ -105,6 +105,9 @@ class Trainer {
  private:
   double train_step(const data::Batch& batch, double lr);
   void save_checkpoint();
+  // The newest complete checkpoint as rank 0 sees it ("" if none), on every rank: ranks that
+  // read the file system at different moments must not take different collective paths.
+  std::string agreed_latest_checkpoint();
   void log_metrics(const std::string& json);
   void truncate_metrics_after(int64_t step);
 
