@@ -16,6 +16,7 @@
 #include "uel/core/rng.h"
 #include "uel/data/pipeline.h"
 #include "uel/losses/memory_bank.h"
+#include "uel/methods/method.h"
 #include "uel/train/trainer.h"
 
 namespace uel::cli {
@@ -262,7 +263,7 @@ int bench_step(const Args& args) {
   configure_compute(config.train.threads, world.local_size);
   train::Trainer trainer(config, "");
   const double img_per_s = trainer.benchmark(config.bench.steps, config.bench.warmup);
-  const int views = config.train.method == "isif" ? 2 : 1;
+  const int views = methods::views(config.method);
   if (world.rank == 0) {
     std::printf(
         "%s\n",
@@ -271,7 +272,7 @@ int bench_step(const Args& args) {
             "{:.1f} instances/s ({:.1f} views/s, {:.1f} instances/s per rank)\n"
             R"({{"bench": "step", "method": "{}", "arch": "{}", "data": "{}", "ranks": {}, "batch": {}, )"
             R"("threads": {}, "steps": {}, "img_per_s": {:.2f}}})",
-            config.train.method,
+            config.method.name,
             config.model.arch,
             config.data.train,
             world.size,
@@ -281,7 +282,7 @@ int bench_step(const Args& args) {
             img_per_s,
             views * img_per_s,
             img_per_s / world.size,
-            config.train.method,
+            config.method.name,
             config.model.arch,
             config.data.train,
             world.size,
@@ -339,7 +340,7 @@ int bench_bank(const Args& args) {
   for (const double rows_value : config.bench.bank_rows) {
     for (const double k_value : config.bench.bank_k) {
       const auto n = static_cast<int64_t>(rows_value);
-      losses::NceConfig nce = config.nce;
+      losses::NceConfig nce = config.method.nce;
       nce.k = static_cast<int64_t>(k_value);
       losses::validate(nce);
       losses::MemoryBank bank(n, dim, config.train.seed, world.rank, world.size, options_f);

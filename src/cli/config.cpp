@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "uel/core/error.h"
+#include "uel/methods/method.h"
 #include "uel/models/embedding_net.h"
 
 namespace uel::cli {
@@ -85,13 +86,13 @@ void Config::declare_model(OptionSet& o) {
 void Config::declare_train(OptionSet& o) {
   o.add_choice(
       "train.method",
-      &train.method,
-      {"isif", "nce"},
+      &method.name,
+      methods::method_names(),
       "loss: isif (two views, global-batch softmax) or nce (sharded memory bank)");
   o.add(
       "train.batch_size",
       &train.batch_size,
-      "global batch in instances (each gives two views)",
+      "global batch in instances (each gives the method's views)",
       OptionSet::positive<int64_t>());
   o.add("train.epochs", &train.epochs, "epochs of the schedule", OptionSet::positive<int64_t>());
   o.add(
@@ -159,32 +160,32 @@ void Config::declare_train(OptionSet& o) {
 
   o.add(
       "isif.temperature",
-      &isif.temperature,
+      &method.isif.temperature,
       "softmax temperature T",
       OptionSet::positive<double>());
   o.add(
       "isif.key_grad",
-      &isif.key_grad,
+      &method.isif.key_grad,
       "also differentiate through the keys (the seed detaches them)");
 
   o.add(
       "nce.k",
-      &nce.k,
+      &method.nce.k,
       "negatives per instance (0 = full softmax over the memory bank)",
       OptionSet::non_negative<int64_t>());
   o.add(
       "nce.temperature",
-      &nce.temperature,
+      &method.nce.temperature,
       "temperature T of exp(<f, v> / T), >= 0.005",
       OptionSet::positive<double>());
   o.add(
       "nce.z_momentum",
-      &nce.z_momentum,
+      &method.nce.z_momentum,
       "0: Z from the first step, kept (the seed); m > 0: Z <- m Z + (1 - m) Z_step every step",
       OptionSet::non_negative<double>());
   o.add(
       "nce.momentum",
-      &nce.momentum,
+      &method.nce.momentum,
       "memory-bank update v <- normalize(m v + (1 - m) f), m in [0, 1)",
       OptionSet::non_negative<double>());
 

@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 
 #include "hdf5_util.h"
 #include "uel/core/error.h"
@@ -11,6 +12,10 @@ namespace uel::data {
 
 namespace fs = std::filesystem;
 using h5::Handle;
+
+std::string row_shard_path(const std::string& dir, int rank) {
+  return (fs::path(dir) / fmt::format("shard-{:04d}.h5", rank)).string();
+}
 
 void write_row_shard(const std::string& path, const RowShard& shard) {
   const at::Tensor rows = shard.rows.to(at::kCPU).contiguous();

@@ -53,10 +53,6 @@ std::string checkpoint_dir(const std::string& run_dir, int64_t global_step) {
   return (fs::path(run_dir) / "checkpoints" / fmt::format("step-{:07d}", global_step)).string();
 }
 
-std::string shard_path(const std::string& dir, int rank) {
-  return (fs::path(dir) / fmt::format("shard-{:04d}.h5", rank)).string();
-}
-
 std::optional<std::string> latest_checkpoint(const std::string& run_dir) {
   auto all = list_checkpoints(run_dir);
   for (auto it = all.rbegin(); it != all.rend(); ++it) {

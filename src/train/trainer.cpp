@@ -14,10 +14,8 @@
 #include "uel/comm/world.h"
 #include "uel/core/error.h"
 #include "uel/core/logging.h"
-#include "uel/core/rng.h"
 #include "uel/core/shard.h"
 #include "uel/core/version.h"
-#include "uel/data/row_shard.h"
 #include "uel/train/checkpoint.h"
 
 namespace uel::train {
@@ -47,15 +45,13 @@ std::string format_duration(double seconds) {
 }  // namespace
 
 void validate(const RunConfig& c) {
+  methods::validate(c.method);
   UEL_CHECK_CONFIG(
-      c.train.method == "isif" || c.train.method == "nce",
-      "--train.method='{}' is not available; use isif or nce",
-      c.train.method);
-  if (c.train.method == "nce")
-    losses::validate(c.nce);
-  UEL_CHECK_CONFIG(
-      c.eval.features == "recompute" || (c.eval.features == "bank" && c.train.method == "nce"),
-      "--eval.features=bank needs the memory bank of --train.method=nce; use recompute");
+      c.eval.features == "recompute" ||
+          (c.eval.features == "bank" && methods::keeps_train_features(c.method)),
+      "--eval.features=bank needs the memory bank of a method that keeps one; --train.method={} "
+      "keeps none. Use recompute",
+      c.method.name);
   UEL_CHECK_CONFIG(c.train.epochs > 0, "--train.epochs must be positive, got {}", c.train.epochs);
   UEL_CHECK_CONFIG(c.train.max_steps >= 0, "--train.max_steps must be >= 0");
   UEL_CHECK_CONFIG(c.train.log_every > 0, "--train.log_every must be positive");
@@ -85,7 +81,7 @@ Trainer::Trainer(RunConfig config, std::string run_dir)
       comm_->rank(),
       comm_->size(),
       device_,
-      /*num_views=*/config_.train.method == "isif" ? 2 : 1);
+      methods::views(config_.method));
   if (!input_.validation.empty()) {
     // Tuning: the held-out part of the training set is the query set.
     test_ = input_.dataset;
@@ -104,16 +100,13 @@ Trainer::Trainer(RunConfig config, std::string run_dir)
   model_ = models::EmbeddingNet(config_.model, comm_);
   dtype_ = config_.train.precision == "float64" ? at::kDouble : at::kFloat;
   model_->to(device_, dtype_);
-  if (config_.train.method == "nce") {
-    // One row per training item, indexed by sampler position.
-    bank_ = std::make_unique<losses::MemoryBank>(
-        static_cast<int64_t>(input_.positions.size()),
-        config_.model.low_dim,
-        config_.train.seed,
-        comm_->rank(),
-        comm_->size(),
-        at::TensorOptions().device(device_).dtype(dtype_));
-  }
+  methods::MethodSetup setup;
+  setup.comm = comm_;
+  setup.train_items = static_cast<int64_t>(input_.positions.size());
+  setup.embedding_dim = config_.model.low_dim;
+  setup.seed = config_.train.seed;
+  setup.options = at::TensorOptions().device(device_).dtype(dtype_);
+  method_ = methods::make_method(config_.method, setup);
   if (!config_.weights.empty()) {
     for (const auto& name : models::load_weights(*model_, config_.weights, /*strict=*/false)) {
       log_warn(
@@ -146,32 +139,12 @@ double Trainer::train_step(const data::Batch& batch, double lr) {
     static_cast<torch::optim::SGDOptions&>(group.options()).lr(lr);
   }
   model_->train();
-  at::Tensor loss;
-  losses::BankLoss bank_loss;
-  if (bank_) {
-    const at::Tensor features = model_->forward(batch.views[0].to(dtype_));
-    at::Tensor negatives;
-    if (config_.nce.k > 0) {
-      negatives = bank_->draw_negatives(
-          features.size(0) * comm_->size(),
-          config_.nce.k,
-          stream_key(config_.train.seed, RngPurpose::kNegatives, 0, global_step_));
-    }
-    bank_loss = losses::bank_loss(features, batch.items, *bank_, config_.nce, negatives, *comm_);
-    loss = bank_loss.loss;
-  } else {
-    // Views stacked as the loss expects: first views, then second views, of the same instances.
-    at::Tensor embeddings = model_->forward(at::cat({batch.views[0], batch.views[1]}).to(dtype_));
-    loss = losses::isif_loss(embeddings, *comm_, config_.isif);
-  }
+  const at::Tensor loss = method_->loss(batch, methods::StepContext{model_, global_step_});
   optimizer_->zero_grad();
   loss.backward();
   grad_sync_->finish();
   optimizer_->step();
-  if (bank_) {
-    torch::NoGradGuard no_grad;
-    bank_->update(bank_loss.items, bank_loss.queries, config_.nce.momentum);
-  }
+  method_->after_step();
   return comm_->all_reduce_scalar(loss.item<double>(), comm::ReduceOp::kAvg);
 }
 
@@ -214,8 +187,8 @@ void Trainer::save_checkpoint() {
     ++epoch;
     step_in_epoch = 0;
   }
+  fs::create_directories(dir);  // on every rank: a method's files may be per rank
   if (comm_->rank() == 0) {
-    fs::create_directories(dir);
     models::save_weights(*model_, (fs::path(dir) / "model.pt").string());
     torch::save(*optimizer_, (fs::path(dir) / "optim.pt").string());
     CheckpointState state;
@@ -228,14 +201,7 @@ void Trainer::save_checkpoint() {
     state.git_sha = git_sha();
     write_state(dir, state);
   }
-  if (bank_) {  // write_row_shard creates the folder on ranks that reach it first
-    data::RowShard shard;
-    shard.rows = bank_->rows();
-    shard.begin = bank_->shard().begin;
-    shard.total = bank_->size();
-    shard.values["z"] = bank_->z();
-    data::write_row_shard(shard_path(dir, comm_->rank()), shard);
-  }
+  method_->save(dir);
   comm_->barrier();  // every rank's part is written before DONE
   if (comm_->rank() == 0) {
     mark_done(dir);
@@ -248,30 +214,7 @@ void Trainer::load_checkpoint(const std::string& dir, bool with_state) {
       fs::exists(fs::path(dir) / "DONE"), "'{}' is not a complete checkpoint (no DONE)", dir);
   models::load_weights(*model_, (fs::path(dir) / "model.pt").string(), /*strict=*/true);
   const CheckpointState state = read_state(dir);
-  if (bank_) {
-    // Any world size: this rank reads its rows from whichever of the saved shards hold them.
-    std::vector<std::string> paths;
-    for (int r = 0; r < state.world_size; ++r)
-      paths.push_back(shard_path(dir, r));
-    UEL_CHECK_DATA(
-        fs::exists(paths[0]),
-        "'{}' has no memory-bank shards (shard-0000.h5): it was not saved by --train.method=nce; "
-        "start from its weights with --model.weights={}/model.pt instead",
-        dir,
-        dir);
-    const ShardRange shard = bank_->shard();
-    const data::RowShard rows =
-        data::read_rows(paths, shard.begin, shard.end, bank_->rows().scalar_type());
-    UEL_CHECK_DATA(
-        rows.total == bank_->size(),
-        "'{}' holds a memory bank of {} rows, the training set has {}: another dataset, class "
-        "filter or validation split",
-        dir,
-        rows.total,
-        bank_->size());
-    bank_->assign(rows.rows);
-    bank_->set_z(rows.values.count("z") ? rows.values.at("z") : -1);
-  }
+  method_->load(dir, state.world_size);
   if (!with_state)
     return;
   torch::load(*optimizer_, (fs::path(dir) / "optim.pt").string());
@@ -318,8 +261,9 @@ eval::KnnResult Trainer::evaluate_knn() {
   const int rank = comm_->rank(), world = comm_->size();
   const auto& train_positions = input_.positions;
   // The bank's shard and embed()'s shard are the same shard_range of the positions.
-  at::Tensor train_features =
-      config_.eval.features == "bank" ? bank_->rows() : embed(*input_.dataset, train_positions);
+  at::Tensor train_features = config_.eval.features == "bank"
+                                  ? method_->train_features()
+                                  : embed(*input_.dataset, train_positions);
   at::Tensor train_labels = on_device(labels_of(
       *input_.dataset,
       train_positions,
@@ -373,7 +317,7 @@ void Trainer::run() {
       config_.train.max_steps > 0 ? std::min(total_steps, config_.train.max_steps) : total_steps;
   log_info(
       "training {} on {} rank(s) ({}), {} steps per epoch of {} instances, {} epochs",
-      config_.train.method,
+      method_->name(),
       comm_->size(),
       device_.str(),
       steps_per_epoch,
@@ -388,6 +332,7 @@ void Trainer::run() {
   comm::CommStats comm_before = comm_->stats();
   comm::CommStats sync_before = grad_sync_->comm_stats();
   for (; epoch_ < config_.train.epochs && global_step_ < last_step; ++epoch_, step_in_epoch_ = 0) {
+    method_->start_epoch(epoch_, model_);
     loader.start_epoch(epoch_, step_in_epoch_);
     while (global_step_ < last_step) {
       std::optional<data::Batch> batch = loader.next();
@@ -402,11 +347,11 @@ void Trainer::run() {
       UEL_CHECK(
           std::isfinite(loss),
           "the loss is {} at step {} (epoch {}); training stopped, the last good checkpoint stays. "
-          "Lower --train.lr or raise --{}.temperature",
+          "Lower --train.lr or {}",
           loss,
           global_step_,
           epoch_,
-          config_.train.method);
+          method_->divergence_hint());
       loss_sum += loss;
       ++interval_steps;
       if (global_step_ % config_.train.log_every == 0 || global_step_ == last_step) {
@@ -490,6 +435,7 @@ void Trainer::run() {
 
 double Trainer::benchmark(int64_t steps, int64_t warmup) {
   data::Loader& loader = *input_.loader;
+  method_->start_epoch(0, model_);
   loader.start_epoch(0);
   const double lr = config_.train.schedule.lr;
   for (int64_t i = 0; i < warmup; ++i)

@@ -7,11 +7,13 @@
 #  - the memory bank (nce): a 4-rank checkpoint resumed on 4, 2 and 1 ranks gives the same next
 #    loss and the same bank (full softmax, float64), NCE runs and its bank serves the kNN,
 #  - NCE with 64 negatives on 2 and 4 ranks matches 1 rank (the draw does not depend on ranks),
+#  - ISIF, NCE and full-softmax runs log the losses recorded in recorded_losses.txt, digit for
+#    digit (they held before methods became units and must keep holding),
 #  - 30 short runs back to back, each resuming the last one's checkpoint, with comm.check_order:
 #    no hang at the resume and final-checkpoint decisions, no collective out of order.
 # usage: test_train.sh UEL MPIEXEC
 set -uo pipefail
-uel=$1 mpiexec=$2
+uel=$1 mpiexec=$2 here=$(dirname "$0")
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 failures=0 passed=0
@@ -144,6 +146,16 @@ for n in (2, 4):
     print(f"NCE {n} ranks vs 1: max relative loss difference {worst:.2e}")
     assert len(loss[n]) == 6 and worst <= 1e-8, (n, worst)
 PY
+
+# --- the recorded losses -------------------------------------------------------------------------
+"$uel" train "${common[@]}" --train.method=nce --nce.k=0 --nce.temperature=0.1 --train.precision=float64 \
+  --train.max_steps=6 --out "$tmp/softmax1" >"$tmp/softmax1.log" 2>&1 || fail "full softmax on 1 rank"
+for run in isif:np1 nce:ncews1 softmax:softmax1; do
+  if diff <(grep "^${run%%:*} " "$here/recorded_losses.txt" | cut -d' ' -f2-) \
+    <(losses "$tmp/${run#*:}/metrics.jsonl") >"$tmp/diff.txt"; then pass; else
+    fail "${run%%:*} losses differ from the recorded ones (< recorded, > now)"; cat "$tmp/diff.txt"
+  fi
+done
 
 # --- 30 short runs back to back: collective resume and final-checkpoint decisions -------------
 hung=0

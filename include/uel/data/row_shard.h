@@ -21,6 +21,9 @@ struct RowShard {
   std::map<std::string, double> values;
 };
 
+// Rank `rank`'s file in a checkpoint folder: DIR/shard-RRRR.h5.
+std::string row_shard_path(const std::string& dir, int rank);
+
 // Written through a temporary file renamed into place.
 void write_row_shard(const std::string& path, const RowShard& shard);
 

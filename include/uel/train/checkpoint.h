@@ -1,8 +1,9 @@
 #pragma once
 
 // Checkpoints (DESIGN.md §1): RUN/checkpoints/step-NNNNNNN/ with model.pt (weights archive),
-// optim.pt (optimizer state), state.json, shard-RRRR.h5 per rank (memory-bank rows), and DONE,
-// which rank 0 writes last after a barrier: a folder without DONE is incomplete and ignored.
+// optim.pt (optimizer state), state.json, the method's files (nce: shard-RRRR.h5 per rank,
+// memory-bank rows), and DONE, which rank 0 writes last after a barrier: a folder without DONE is
+// incomplete and ignored.
 
 #include <cstdint>
 #include <optional>
@@ -21,8 +22,6 @@ struct CheckpointState {
 };
 
 std::string checkpoint_dir(const std::string& run_dir, int64_t global_step);
-// Rank `rank`'s part of a checkpoint (memory-bank rows): DIR/shard-RRRR.h5.
-std::string shard_path(const std::string& dir, int rank);
 // The newest complete checkpoint of a run, if any.
 std::optional<std::string> latest_checkpoint(const std::string& run_dir);
 // Removes all but the newest `keep` complete checkpoints (and incomplete ones older than them).

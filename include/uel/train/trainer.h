@@ -1,8 +1,9 @@
 #pragma once
 
-// The one place that orchestrates a training step (DESIGN.md §2): sampler -> HDF5 read -> two
-// augmented views -> embedding net -> loss (collectives through the communicator) -> backward
-// (GradSync all-reduces buckets as they fill) -> SGD -> metrics, checkpoints, kNN evaluation.
+// The one place that orchestrates a training step (DESIGN.md §2): sampler -> HDF5 read ->
+// augmented views -> the method's loss (embedding net, collectives through the communicator) ->
+// backward (GradSync all-reduces buckets as they fill) -> SGD -> the method's after-step work ->
+// metrics, checkpoints, kNN evaluation. It knows methods only through methods::Method.
 
 #include <cstdint>
 #include <fstream>
@@ -15,16 +16,14 @@
 #include "uel/comm/grad_sync.h"
 #include "uel/data/pipeline.h"
 #include "uel/eval/knn.h"
-#include "uel/losses/isif.h"
-#include "uel/losses/memory_bank.h"
+#include "uel/methods/method.h"
 #include "uel/models/embedding_net.h"
 #include "uel/train/schedule.h"
 
 namespace uel::train {
 
 struct TrainConfig {
-  std::string method = "isif";  // isif | nce
-  int64_t batch_size = 128;     // global, in instances (each gives two views)
+  int64_t batch_size = 128;  // global, in instances (each gives the method's views)
   int64_t epochs = 200;
   int64_t max_steps = 0;  // 0 = no cap; a capped run resumes into the same schedule
   ScheduleConfig schedule;
@@ -45,7 +44,8 @@ struct TrainConfig {
 struct EvalConfig {
   int64_t every = 1;  // epochs; 0 = never during training
   // Training-set features of the kNN: "recompute" embeds the training set (eval transform);
-  // "bank" uses the memory-bank rows as they are (nce only; lemniscate's monitor, no extra pass).
+  // "bank" uses the features the method keeps, as they are (nce's memory bank; lemniscate's
+  // monitor, no extra pass).
   std::string features = "recompute";
   eval::KnnConfig knn;
   int64_t batch_size = 256;
@@ -65,8 +65,7 @@ struct RunConfig {
   models::ModelConfig model;
   std::string weights;  // optional initial weights (archive from save_weights or a checkpoint)
   TrainConfig train;
-  losses::IsifConfig isif;
-  losses::NceConfig nce;
+  methods::MethodConfig method;
   EvalConfig eval;
   CommConfig comm;
   std::string resolved_ini;  // saved as RUN/config.ini
@@ -85,19 +84,18 @@ class Trainer {
   void run();
   // Images (instances) per second of full training steps, after `warmup` untimed ones.
   double benchmark(int64_t steps, int64_t warmup);
-  // Loads weights and memory bank (and, with_state, optimizer state and position) of a
+  // Loads weights and the method's files (and, with_state, optimizer state and position) of a
   // checkpoint folder saved on any world size.
   void load_checkpoint(const std::string& dir, bool with_state);
   // Weighted kNN of the test set against the (sharded) training set, eval transform (or the
-  // memory bank, eval.features = bank).
+  // method's own features, eval.features = bank).
   eval::KnnResult evaluate_knn();
 
   models::EmbeddingNet& model() {
     return model_;
   }
-  // The nce method's memory bank (null for other methods).
-  const losses::MemoryBank* bank() const {
-    return bank_.get();
+  const methods::Method& method() const {
+    return *method_;
   }
   // L2-normalised embeddings of this rank's shard of `positions` in `dataset`.
   at::Tensor embed(const data::ImageDataset& dataset, const std::vector<int64_t>& positions);
@@ -122,7 +120,7 @@ class Trainer {
   models::EmbeddingNet model_{nullptr};
   std::unique_ptr<torch::optim::SGD> optimizer_;
   std::unique_ptr<comm::GradSync> grad_sync_;
-  std::unique_ptr<losses::MemoryBank> bank_;
+  std::unique_ptr<methods::Method> method_;
   int64_t epoch_ = 0;
   int64_t step_in_epoch_ = 0;
   int64_t global_step_ = 0;

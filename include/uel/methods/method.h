@@ -1,0 +1,81 @@
+#pragma once
+
+// A Method is one training objective (DESIGN.md §2): how many views it needs, the loss of a
+// step, what it does at the start of an epoch and after the optimizer step, and the checkpoint
+// files it owns. The Trainer asks every method the same questions in the same order and knows
+// no method by name; adding one is a file here and a line in the factory (methods.cpp).
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "uel/comm/communicator.h"
+#include "uel/data/loader.h"
+#include "uel/losses/isif.h"
+#include "uel/losses/memory_bank.h"
+#include "uel/models/embedding_net.h"
+
+namespace uel::methods {
+
+// The options of every method; `name` picks the one that trains (train.method).
+struct MethodConfig {
+  std::string name = "isif";
+  losses::IsifConfig isif;
+  losses::NceConfig nce;
+};
+
+// What the trainer hands a method when it builds it.
+struct MethodSetup {
+  std::shared_ptr<comm::Communicator> comm;
+  int64_t train_items = 0;  // sampler positions: the training set after class filter and split
+  int64_t embedding_dim = 0;
+  uint64_t seed = 0;
+  at::TensorOptions options;  // training device and dtype
+};
+
+// What a method sees of the step it computes.
+struct StepContext {
+  models::EmbeddingNet& model;
+  int64_t global_step;  // steps done before this one
+};
+
+class Method {
+ public:
+  virtual ~Method() = default;
+
+  virtual const std::string& name() const = 0;
+  // Collective, before the loader starts `epoch` (re-clustering methods work here).
+  virtual void start_epoch(int64_t /*epoch*/, models::EmbeddingNet& /*model*/) {}
+  // The loss of one step on this rank's batch (collective), ready for backward: averaged over
+  // ranks it is the global-batch loss, and so is its gradient averaged by GradSync.
+  virtual at::Tensor loss(const data::Batch& batch, const StepContext& step) = 0;
+  // After the optimizer step, without gradients (memory-bank updates).
+  virtual void after_step() {}
+  // This rank's part of a checkpoint in `dir` (collective; the trainer writes DONE after).
+  virtual void save(const std::string& /*dir*/) const {}
+  // Reads back what save wrote, from a checkpoint saved on `saved_world_size` ranks.
+  virtual void load(const std::string& /*dir*/, int /*saved_world_size*/) {}
+  // Features of this rank's shard of the training positions kept by the method (a memory
+  // bank), served to the kNN as eval.features=bank; undefined when the method keeps none.
+  virtual at::Tensor train_features() const {
+    return {};
+  }
+  // Appended to the message that stops a run on a non-finite loss.
+  virtual std::string divergence_hint() const = 0;
+};
+
+// The valid values of train.method.
+std::vector<std::string> method_names();
+// Checks the options of the method `config.name` (ConfigError listing the valid names when it
+// is unknown). Run before any collective work starts.
+void validate(const MethodConfig& config);
+// Augmented views per instance the loader makes for the method.
+int views(const MethodConfig& config);
+// Whether the method keeps training features of its own (Method::train_features).
+bool keeps_train_features(const MethodConfig& config);
+std::unique_ptr<Method> make_method(const MethodConfig& config, const MethodSetup& setup);
+
+}  // namespace uel::methods

@@ -1,0 +1,16 @@
+#pragma once
+
+// Each method's constructor and option check, for the factory in methods.cpp (private to
+// src/methods).
+
+#include <memory>
+
+#include "uel/methods/method.h"
+
+namespace uel::methods {
+
+std::unique_ptr<Method> make_isif(const MethodConfig& config, const MethodSetup& setup);
+std::unique_ptr<Method> make_nce(const MethodConfig& config, const MethodSetup& setup);
+void validate_nce(const MethodConfig& config);
+
+}  // namespace uel::methods

@@ -1,0 +1,64 @@
+#include <fmt/ranges.h>
+
+#include "factories.h"
+#include "uel/core/error.h"
+
+namespace uel::methods {
+namespace {
+
+struct Entry {
+  const char* name;
+  std::unique_ptr<Method> (*make)(const MethodConfig&, const MethodSetup&);
+  void (*validate)(const MethodConfig&);  // null: nothing to check beyond parsing
+  int views;
+  bool keeps_train_features;
+};
+
+// The one list of methods.
+const Entry kMethods[] = {
+    {"isif", make_isif, nullptr, /*views=*/2, /*keeps_train_features=*/false},
+    {"nce", make_nce, validate_nce, /*views=*/1, /*keeps_train_features=*/true},
+};
+
+const Entry& find(const std::string& name) {
+  const Entry* found = nullptr;
+  for (const Entry& entry : kMethods) {
+    if (name == entry.name)
+      found = &entry;
+  }
+  UEL_CHECK_CONFIG(
+      found != nullptr,
+      "--train.method='{}' is not a method; use one of {}",
+      name,
+      fmt::join(method_names(), ", "));
+  return *found;
+}
+
+}  // namespace
+
+std::vector<std::string> method_names() {
+  std::vector<std::string> names;
+  for (const Entry& entry : kMethods)
+    names.emplace_back(entry.name);
+  return names;
+}
+
+void validate(const MethodConfig& config) {
+  const Entry& entry = find(config.name);
+  if (entry.validate != nullptr)
+    entry.validate(config);
+}
+
+int views(const MethodConfig& config) {
+  return find(config.name).views;
+}
+
+bool keeps_train_features(const MethodConfig& config) {
+  return find(config.name).keeps_train_features;
+}
+
+std::unique_ptr<Method> make_method(const MethodConfig& config, const MethodSetup& setup) {
+  return find(config.name).make(config, setup);
+}
+
+}  // namespace uel::methods
