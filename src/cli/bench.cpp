@@ -17,6 +17,7 @@
 #include "uel/data/pipeline.h"
 #include "uel/losses/memory_bank.h"
 #include "uel/methods/method.h"
+#include "uel/runtime/compute.h"
 #include "uel/train/trainer.h"
 
 namespace uel::cli {
@@ -42,7 +43,7 @@ int bench_loader(const Args& args) {
   if (!parse_options(options, config, args)) {
     return 0;
   }
-  configure_compute(config.train.threads, /*local_ranks=*/1);
+  runtime::configure_compute(config.train.threads, /*local_ranks=*/1);
 
   data::TrainData input = data::open_train_data(
       config.data, config.aug, config.train.batch_size, config.train.seed, 0, 1, c10::kCPU);
@@ -125,9 +126,8 @@ int bench_comm(const Args& args) {
     return 0;
   }
   config.validate();
-  const comm::WorldInfo& world = comm::init_world(nullptr, nullptr);
+  const comm::WorldInfo& world = start_ranks(/*threads=*/1);
   comm::Watchdog::instance().set_timeout(config.comm.timeout_s);
-  configure_compute(1, world.local_size);
   const c10::Device device = comm::select_device(config.bench.device, config.comm.backend == "mpi");
   std::unique_ptr<comm::Communicator> comm = comm::make_communicator(config.comm.backend, device);
   const int n = comm->size();
@@ -259,8 +259,7 @@ int bench_step(const Args& args) {
   }
   config.eval.every = 0;  // no evaluation inside the timing
   config.resolved_ini = options.to_ini();
-  const comm::WorldInfo& world = comm::init_world(nullptr, nullptr);
-  configure_compute(config.train.threads, world.local_size);
+  const comm::WorldInfo& world = start_ranks(config.train.threads);
   train::Trainer trainer(config, "");
   const double img_per_s = trainer.benchmark(config.bench.steps, config.bench.warmup);
   const int views = methods::views(config.method);
@@ -307,8 +306,7 @@ int bench_bank(const Args& args) {
   if (!parse_options(options, config, args)) {
     return 0;
   }
-  const comm::WorldInfo& world = comm::init_world(nullptr, nullptr);
-  configure_compute(config.train.threads, world.local_size);
+  const comm::WorldInfo& world = start_ranks(config.train.threads);
   comm::Watchdog::instance().set_timeout(config.comm.timeout_s);
   const c10::Device device = comm::select_device(config.bench.device, config.comm.backend == "mpi");
   auto comm = comm::make_communicator(config.comm.backend, device);

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "uel/comm/world.h"
+
 namespace uel::cli {
 
 using Args = std::vector<std::string>;
@@ -17,7 +19,8 @@ int run_train(const Args& args);
 int run_eval(const Args& args);
 int run_embed(const Args& args);
 
-// Process set-up shared by the commands that compute: LibTorch threads, BLAS check.
-void configure_compute(int threads, int local_ranks);
+// Set-up of every command that computes on ranks: MPI (or world size 1), then LibTorch threads
+// (`threads` per rank, 0 = this rank's share of the cores) and the CPU allocator.
+const comm::WorldInfo& start_ranks(int threads);
 
 }  // namespace uel::cli

@@ -55,8 +55,7 @@ std::string latest_or_fail(const std::string& run) {
 std::unique_ptr<train::Trainer> open_run(
     Config& config, const std::string& run, std::string* checkpoint) {
   config.validate();
-  const comm::WorldInfo& world = comm::init_world(nullptr, nullptr);
-  configure_compute(config.train.threads, world.local_size);
+  start_ranks(config.train.threads);
   *checkpoint = latest_or_fail(run);
   config.weights.clear();  // the checkpoint's weights replace any initial ones
   auto trainer = std::make_unique<train::Trainer>(config, run);
@@ -79,8 +78,7 @@ int run_train(const Args& args) {
   config.validate();
   train::validate(config);
   config.resolved_ini = options.to_ini();
-  const comm::WorldInfo& world = comm::init_world(nullptr, nullptr);
-  configure_compute(config.train.threads, world.local_size);
+  start_ranks(config.train.threads);
   train::Trainer trainer(config, out);
   trainer.run();
   return 0;

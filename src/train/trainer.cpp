@@ -67,7 +67,8 @@ void validate(const RunConfig& c) {
 Trainer::Trainer(RunConfig config, std::string run_dir)
     : config_(std::move(config)), run_dir_(std::move(run_dir)) {
   validate(config_);
-  // LibTorch threads (train.threads) are process set-up: the commands call configure_compute.
+  // LibTorch threads (train.threads) are process set-up: the commands call
+  // runtime::configure_compute.
   comm::Watchdog::instance().set_timeout(config_.comm.timeout_s);
   device_ = comm::select_device(config_.train.device, config_.comm.backend == "mpi");
   comm::set_check_order(config_.comm.check_order);

@@ -4,9 +4,9 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
-#include "uel/cli/cpu_allocator.h"
+#include "uel/runtime/cpu_allocator.h"
 
-namespace uel::cli {
+namespace uel::runtime {
 namespace {
 
 TEST(CachingCpuAllocator, ReusesLargeBlocksOfTheSameSizeClass) {
@@ -51,4 +51,4 @@ TEST(CachingCpuAllocator, HoldsNoMoreThanTheCap) {
 }
 
 }  // namespace
-}  // namespace uel::cli
+}  // namespace uel::runtime

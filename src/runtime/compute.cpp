@@ -1,3 +1,5 @@
+#include "uel/runtime/compute.h"
+
 #include <dlfcn.h>
 #include <link.h>
 #include <unistd.h>
@@ -9,11 +11,10 @@
 
 #include <ATen/Parallel.h>
 
-#include "commands.h"
-#include "uel/cli/cpu_allocator.h"
 #include "uel/core/logging.h"
+#include "uel/runtime/cpu_allocator.h"
 
-namespace uel::cli {
+namespace uel::runtime {
 namespace {
 
 int find_blas(dl_phdr_info* info, size_t, void* data) {
@@ -50,4 +51,4 @@ void configure_compute(int threads, int local_ranks) {
   }
 }
 
-}  // namespace uel::cli
+}  // namespace uel::runtime

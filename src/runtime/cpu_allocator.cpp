@@ -1,4 +1,4 @@
-#include "uel/cli/cpu_allocator.h"
+#include "uel/runtime/cpu_allocator.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -14,7 +14,7 @@
 
 #include "uel/core/error.h"
 
-namespace uel::cli {
+namespace uel::runtime {
 namespace {
 
 // LibTorch 2.3 dropped the const of Allocator::allocate.
@@ -159,4 +159,4 @@ CpuCacheStats caching_cpu_allocator_stats() {
   return CachingCpuAllocator::instance().stats();
 }
 
-}  // namespace uel::cli
+}  // namespace uel::runtime

@@ -9,7 +9,7 @@
 
 #include <cstdint>
 
-namespace uel::cli {
+namespace uel::runtime {
 
 struct CpuCacheStats {
   int64_t hits = 0;          // large requests served from the cache
@@ -23,4 +23,4 @@ void install_caching_cpu_allocator(int64_t max_cached_bytes);
 
 CpuCacheStats caching_cpu_allocator_stats();
 
-}  // namespace uel::cli
+}  // namespace uel::runtime
