@@ -16,6 +16,7 @@ enum class RngPurpose : uint64_t {
   kSplit = 3,
   kBank = 4,       // memory-bank initial rows
   kNegatives = 5,  // NCE negative draws
+  kKMeans = 6,     // k-means initialisation
 };
 
 // SplitMix64's finaliser: a bijection on 64-bit words with full avalanche.

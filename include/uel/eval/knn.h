@@ -3,7 +3,8 @@
 // Weighted kNN of the lemniscate/ISIF protocol (DESIGN.md §3): cosine similarity of
 // L2-normalised features, the K most similar training items vote for their class with weight
 // exp(s / tau). The training features stay sharded: each rank ranks the queries against its own
-// shard, and the per-rank top-K candidates are merged into the global top-K.
+// shard, and the per-rank top-K candidates are merged into the global top-K (eval/top_k.h; ties
+// go to the training row earlier in the global order).
 
 #include <cstdint>
 #include <vector>
@@ -19,6 +20,7 @@ struct KnnConfig {
   double tau = 0.1;
 };
 
+// Top-n: the query's class got votes and fewer than n classes got more.
 struct KnnResult {
   double top1 = 0;  // percent
   double top5 = 0;
