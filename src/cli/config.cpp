@@ -21,6 +21,10 @@ void Config::declare_data(OptionSet& o) {
   o.add("data.test", &data.test, "test set (HDF5)");
   o.add("data.classes", &data.classes, "class filter, e.g. 0-4 or 0,2,5-7 (all = every class)");
   o.add(
+      "data.test_classes",
+      &data.test_classes,
+      "class filter of data.test (default: data.classes); unseen categories: e.g. 5-9");
+  o.add(
       "data.workers",
       &data.workers,
       "background loader threads per rank",
@@ -199,6 +203,16 @@ void Config::declare_train(OptionSet& o) {
       &eval.features,
       {"recompute", "bank"},
       "kNN training features: recompute (eval transform) or bank (nce's memory bank as is)");
+  o.add(
+      "eval.protocol",
+      &eval.protocol,
+      "comma-separated: knn (test vs gallery), recall (Recall@K within the test set), nmi "
+      "(k-means of the test set)");
+  o.add("eval.recall_k", &eval.recall_k, "recall: the K of Recall@K");
+  o.add(
+      "eval.gallery",
+      &eval.gallery,
+      "kNN gallery dataset (default: the training set, e.g. STL-10's labelled split instead)");
   o.add("eval.knn_k", &eval.knn.k, "neighbours K", OptionSet::positive<int64_t>());
   o.add("eval.knn_tau", &eval.knn.tau, "vote weight exp(s / tau)", OptionSet::positive<double>());
   o.add(

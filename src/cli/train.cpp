@@ -86,29 +86,25 @@ int run_train(const Args& args) {
 
 int run_eval(const Args& args) {
   Config config;
-  std::string run, protocol = "knn";
-  OptionSet options("[mpirun -np N] uel eval --run RUN [--protocol knn]");
+  std::string run, protocol;
+  OptionSet options("[mpirun -np N] uel eval --run RUN [--protocol knn,recall,nmi]");
   config.declare(options);
   options.add("run", &run, "run folder of `uel train`");
-  options.add_choice(
-      "protocol", &protocol, {"knn"}, "evaluation protocol (recall and nmi to come)");
+  options.add(
+      "protocol",
+      &protocol,
+      "comma-separated knn, recall, nmi (default: the run's --eval.protocol)");
   if (!parse_with_run(options, &run, args))
     return 0;
+  if (!protocol.empty())
+    config.eval.protocol = protocol;
   std::string checkpoint;
   auto trainer = open_run(config, run, &checkpoint);
-  const eval::KnnResult knn = trainer->evaluate_knn();
+  const train::Evaluation evaluation = trainer->evaluate();
   if (comm::world().rank == 0) {
     std::printf(
         "%s\n",
-        fmt::format(
-            R"({{"knn_top1": {:.4f}, "knn_top5": {:.4f}, "k": {}, "tau": {}, "queries": {}, "checkpoint": "{}"}})",
-            knn.top1,
-            knn.top5,
-            config.eval.knn.k,
-            config.eval.knn.tau,
-            knn.queries,
-            checkpoint)
-            .c_str());
+        fmt::format(R"({{{}, "checkpoint": "{}"}})", evaluation.json_fields(), checkpoint).c_str());
   }
   return 0;
 }

@@ -7,15 +7,18 @@
 #include <regex>
 #include <sstream>
 
+#include <fmt/ranges.h>
 #include <torch/serialize.h>
 #include <torch/torch.h>
 
+#include "uel/cluster/kmeans.h"
 #include "uel/comm/watchdog.h"
 #include "uel/comm/world.h"
 #include "uel/core/error.h"
 #include "uel/core/logging.h"
 #include "uel/core/shard.h"
 #include "uel/core/version.h"
+#include "uel/eval/cluster_metrics.h"
 #include "uel/train/checkpoint.h"
 
 namespace uel::train {
@@ -44,6 +47,71 @@ std::string format_duration(double seconds) {
 
 }  // namespace
 
+Protocols parse_protocols(const std::string& list) {
+  Protocols out;
+  std::stringstream in(list);
+  std::string name;
+  while (std::getline(in, name, ',')) {
+    if (name == "knn") {
+      out.knn = true;
+    } else if (name == "recall") {
+      out.recall = true;
+    } else {
+      UEL_CHECK_CONFIG(
+          name == "nmi",
+          "--eval.protocol: '{}' is not a protocol; give a comma-separated list of knn, recall, "
+          "nmi",
+          name);
+      out.nmi = true;
+    }
+  }
+  UEL_CHECK_CONFIG(
+      out.knn || out.recall || out.nmi,
+      "--eval.protocol is empty; give a comma-separated list of knn, recall, nmi");
+  return out;
+}
+
+std::string Evaluation::json_fields() const {
+  std::vector<std::string> fields;
+  if (knn) {
+    fields.push_back(fmt::format(
+        R"("knn_top1": {:.4f}, "knn_top5": {:.4f}, "k": {}, "tau": {})",
+        knn->top1,
+        knn->top5,
+        knn_config.k,
+        knn_config.tau));
+  }
+  if (recall) {
+    for (size_t i = 0; i < recall->ks.size(); ++i)
+      fields.push_back(fmt::format(R"("recall@{}": {:.4f})", recall->ks[i], recall->recall[i]));
+  }
+  if (nmi)
+    fields.push_back(fmt::format(R"("nmi": {:.6f}, "ari": {:.6f})", *nmi, *ari));
+  fields.push_back(fmt::format(R"("queries": {})", queries));
+  return fmt::format("{}", fmt::join(fields, ", "));
+}
+
+std::string Evaluation::summary() const {
+  std::vector<std::string> parts;
+  if (knn) {
+    parts.push_back(fmt::format(
+        "kNN top-1 {:.2f}% top-5 {:.2f}% (k={}, tau={})",
+        knn->top1,
+        knn->top5,
+        knn_config.k,
+        knn_config.tau));
+  }
+  if (recall) {
+    std::vector<std::string> r;
+    for (size_t i = 0; i < recall->ks.size(); ++i)
+      r.push_back(fmt::format("R@{} {:.2f}%", recall->ks[i], recall->recall[i]));
+    parts.push_back(fmt::format("{}", fmt::join(r, " ")));
+  }
+  if (nmi)
+    parts.push_back(fmt::format("NMI {:.4f} ARI {:.4f}", *nmi, *ari));
+  return fmt::format("{} on {} test items", fmt::join(parts, ", "), queries);
+}
+
 void validate(const RunConfig& c) {
   methods::validate(c.method);
   UEL_CHECK_CONFIG(
@@ -61,6 +129,21 @@ void validate(const RunConfig& c) {
   UEL_CHECK_CONFIG(
       c.eval.every == 0 || !c.data.test.empty() || c.data.val_fraction > 0,
       "--eval.every needs --data.test or --data.val_fraction");
+  const Protocols protocols = parse_protocols(c.eval.protocol);
+  for (const double k : c.eval.recall_k) {
+    UEL_CHECK_CONFIG(
+        k >= 1 && k == std::floor(k), "--eval.recall_k: {} is not a positive whole number", k);
+  }
+  UEL_CHECK_CONFIG(
+      !protocols.recall || !c.eval.recall_k.empty(), "--eval.recall_k needs at least one K");
+  UEL_CHECK_CONFIG(
+      c.eval.gallery.empty() || c.eval.features == "recompute",
+      "--eval.gallery replaces the training set as kNN gallery, so --eval.features=bank (features "
+      "of the training set) cannot serve it; use recompute");
+  UEL_CHECK_CONFIG(
+      c.data.test_classes.empty() || c.data.val_fraction == 0,
+      "--data.test_classes selects classes of --data.test; a validation split "
+      "(--data.val_fraction) holds out the training classes. Use one or the other");
   validate(c.train.schedule);
 }
 
@@ -90,11 +173,27 @@ Trainer::Trainer(RunConfig config, std::string run_dir)
   } else if (!config_.data.test.empty()) {
     auto test =
         std::make_shared<data::ImageDataset>(config_.data.test, config_.data.memory_mb << 20);
+    const bool own_filter = !config_.data.test_classes.empty();
     test_positions_ = data::select_classes(
         test->labels(),
-        data::parse_class_filter(config_.data.classes, test->info().num_classes),
+        data::parse_class_filter(
+            own_filter ? config_.data.test_classes : config_.data.classes,
+            test->info().num_classes,
+            own_filter ? "data.test_classes" : "data.classes"),
         config_.data.test);
     test_ = test;
+  }
+  if (config_.eval.gallery.empty()) {
+    gallery_ = input_.dataset;
+    gallery_positions_ = input_.positions;
+  } else {
+    auto gallery =
+        std::make_shared<data::ImageDataset>(config_.eval.gallery, config_.data.memory_mb << 20);
+    gallery_positions_ = data::select_classes(
+        gallery->labels(),
+        data::parse_class_filter(config_.data.classes, gallery->info().num_classes),
+        config_.eval.gallery);
+    gallery_ = gallery;
   }
   config_.model.in_channels = input_.dataset->info().channels;
   torch::manual_seed(config_.train.seed);  // the same initial weights on every world size
@@ -249,40 +348,55 @@ at::Tensor Trainer::embed(
   return at::cat(parts);
 }
 
-eval::KnnResult Trainer::evaluate_knn() {
-  UEL_CHECK_CONFIG(test_ != nullptr, "kNN evaluation needs --data.test or --data.val_fraction");
-  auto labels_of =
-      [](const data::ImageDataset& d, const std::vector<int64_t>& positions, ShardRange shard) {
-        std::vector<int64_t> out;
-        for (int64_t i = shard.begin; i < shard.end; ++i)
-          out.push_back(d.labels()[positions[i]]);
-        return at::tensor(out, at::kLong);
-      };
-  const auto on_device = [this](const at::Tensor& t) { return t.to(device_); };
+Evaluation Trainer::evaluate() {
+  UEL_CHECK_CONFIG(test_ != nullptr, "evaluation needs --data.test or --data.val_fraction");
+  const Protocols protocols = parse_protocols(config_.eval.protocol);
   const int rank = comm_->rank(), world = comm_->size();
-  const auto& train_positions = input_.positions;
-  // The bank's shard and embed()'s shard are the same shard_range of the positions.
-  at::Tensor train_features = config_.eval.features == "bank"
-                                  ? method_->train_features()
-                                  : embed(*input_.dataset, train_positions);
-  at::Tensor train_labels = on_device(labels_of(
-      *input_.dataset,
-      train_positions,
-      shard_range(static_cast<int64_t>(train_positions.size()), rank, world)));
-  // Queries: every rank embeds its shard of the test set, then all ranks hold all of them.
-  at::Tensor queries = comm_->all_gather_v(embed(*test_, test_positions_));
-  at::Tensor query_labels = comm_->all_gather_v(on_device(labels_of(
-      *test_,
-      test_positions_,
-      shard_range(static_cast<int64_t>(test_positions_.size()), rank, world))));
-  return eval::weighted_knn(
-      train_features,
-      train_labels,
-      queries,
-      query_labels,
-      input_.dataset->info().num_classes,
-      config_.eval.knn,
-      *comm_);
+  // This rank's shard_range of `positions`, the same shard embed() takes.
+  const auto labels_of = [&](const data::ImageDataset& d, const std::vector<int64_t>& positions) {
+    const ShardRange shard = shard_range(static_cast<int64_t>(positions.size()), rank, world);
+    std::vector<int64_t> out;
+    for (int64_t i = shard.begin; i < shard.end; ++i)
+      out.push_back(d.labels()[positions[i]]);
+    return at::tensor(out, at::kLong).to(device_);
+  };
+  Evaluation result;
+  result.queries = static_cast<int64_t>(test_positions_.size());
+  result.knn_config = config_.eval.knn;
+  const at::Tensor test_features = embed(*test_, test_positions_);
+  const at::Tensor test_labels = labels_of(*test_, test_positions_);
+  if (protocols.knn) {
+    const at::Tensor gallery = config_.eval.features == "bank"
+                                   ? method_->train_features()
+                                   : embed(*gallery_, gallery_positions_);
+    // Queries: every rank holds all of them.
+    result.knn = eval::weighted_knn(
+        gallery,
+        labels_of(*gallery_, gallery_positions_),
+        comm_->all_gather_v(test_features),
+        comm_->all_gather_v(test_labels),
+        gallery_->info().num_classes,
+        config_.eval.knn,
+        *comm_);
+  }
+  if (protocols.recall) {
+    const std::vector<int64_t> ks(config_.eval.recall_k.begin(), config_.eval.recall_k.end());
+    result.recall = eval::recall_at_k(test_features, test_labels, ks, *comm_);
+  }
+  if (protocols.nmi) {
+    // As many clusters as test classes, restarts as sklearn's KMeans default; the features never
+    // leave their rank, only the assignments are gathered.
+    const at::Tensor all_labels = comm_->all_gather_v(test_labels).cpu();
+    cluster::KMeansConfig kmeans;
+    kmeans.k = std::get<0>(at::_unique(all_labels)).numel();
+    kmeans.n_init = 10;
+    kmeans.seed = config_.train.seed;
+    const cluster::KMeansResult clusters = cluster::kmeans(test_features, kmeans, *comm_);
+    const at::Tensor assignments = comm_->all_gather_v(clusters.assignments).cpu();
+    result.nmi = eval::nmi(all_labels, assignments);
+    result.ari = eval::ari(all_labels, assignments);
+  }
+  return result;
 }
 
 void Trainer::run() {
@@ -403,23 +517,13 @@ void Trainer::run() {
     }
     if (config_.eval.every > 0 && (epoch_ + 1) % config_.eval.every == 0) {
       const auto eval_start = Clock::now();
-      const eval::KnnResult knn = evaluate_knn();
-      log_info(
-          "epoch {} kNN top-1 {:.2f}% top-5 {:.2f}% (k={}, tau={}, {:.1f} s)",
-          epoch_,
-          knn.top1,
-          knn.top5,
-          config_.eval.knn.k,
-          config_.eval.knn.tau,
-          seconds_since(eval_start));
+      const Evaluation evaluation = evaluate();
+      log_info("epoch {} {} ({:.1f} s)", epoch_, evaluation.summary(), seconds_since(eval_start));
       log_metrics(fmt::format(
-          R"({{"step": {}, "epoch": {}, "knn_top1": {:.4f}, "knn_top5": {:.4f}, "k": {}, "tau": {}, "split": "{}"}})",
+          R"({{"step": {}, "epoch": {}, {}, "split": "{}"}})",
           global_step_,
           epoch_,
-          knn.top1,
-          knn.top5,
-          config_.eval.knn.k,
-          config_.eval.knn.tau,
+          evaluation.json_fields(),
           input_.validation.empty() ? "test" : "validation"));
       interval_start = Clock::now();
     }

@@ -3,7 +3,9 @@
 #  - 10 ISIF steps with 2 ranks x 32 and 4 ranks x 16 match 1 rank x 64 (relative 1e-5),
 #  - a run interrupted after a checkpoint and resumed logs the same losses, digit for digit,
 #  - a non-finite loss stops the run with a message naming the step, the checkpoint stays,
-#  - uel eval and uel embed read the run,
+#  - uel eval and uel embed read the run; every protocol gives the same figures on 1 and 2 ranks,
+#    Recall@K equals numpy's brute force on the embeddings, an unseen-category run evaluates on
+#    the test images of the classes it never saw,
 #  - the memory bank (nce): a 4-rank checkpoint resumed on 4, 2 and 1 ranks gives the same next
 #    loss and the same bank (full softmax, float64), NCE runs and its bank serves the kNN,
 #  - NCE with 64 negatives on 2 and 4 ranks matches 1 rank (the draw does not depend on ranks),
@@ -74,6 +76,40 @@ with h5py.File(sys.argv[1], "r") as f:
 assert e.shape == (10000, 32) and l.shape == (10000,), (e.shape, l.shape)
 assert np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5)
 PY
+
+# --- every protocol: the same figures on 1 and 2 ranks; Recall@K against numpy brute force ----
+for np in 1 2; do
+  "$mpiexec" -np $np "$uel" eval --run "$tmp/whole" --protocol knn,recall,nmi 2>"$tmp/eval$np.err" | tail -1 >"$tmp/eval$np.json"
+done
+if [[ -s $tmp/eval1.json ]] && diff "$tmp/eval1.json" "$tmp/eval2.json" >/dev/null; then pass; else
+  fail "uel eval on 1 and 2 ranks differ"; cat "$tmp/eval1.json" "$tmp/eval2.json" "$tmp/eval1.err"; fi
+/usr/bin/python3 - "$tmp/emb.h5" "$tmp/eval1.json" <<'PY' && pass || fail "Recall@K differs from numpy's brute force"
+import json, sys, h5py, numpy as np
+with h5py.File(sys.argv[1], "r") as f:
+    e, l = f["embeddings"][:].astype(np.float64), f["labels"][:]
+got = json.loads(open(sys.argv[2]).read())
+s = e @ e.T
+np.fill_diagonal(s, -np.inf)  # the query itself is not in its gallery
+top = np.argsort(-s, axis=1, kind="stable")[:, :8]
+hit = l[top] == l[:, None]
+for k in (1, 2, 4, 8):
+    want = 100 * hit[:, :k].any(axis=1).mean()
+    print(f"R@{k}: uel {got[f'recall@{k}']:.2f} numpy {want:.2f}")
+    # float32 embeddings: a near-tie may order differently; one query in 10,000 is 0.01 points
+    assert abs(got[f"recall@{k}"] - want) <= 0.011, (k, got, want)
+assert 0 < got["nmi"] <= 1 and got["queries"] == 10000, got
+PY
+
+# --- unseen categories: train on classes 0-4, evaluate on the test images of 5-9 --------------
+"$uel" train "${common[@]}" --data.classes=0-4 --data.test_classes=5-9 --eval.every=1 \
+  --eval.protocol=recall,nmi --train.epochs=1 --train.max_steps=3 --out "$tmp/unseen" >"$tmp/unseen.log" 2>&1 ||
+  { fail "unseen-category training"; tail -5 "$tmp/unseen.log"; }
+out=$("$uel" eval --run "$tmp/unseen" 2>&1 | tail -1)
+grep -qE '^\{"recall@1": [0-9.]+, "recall@2": .*"nmi": [0-9.]+, "ari": -?[0-9.]+, "queries": 5000,' <<<"$out" &&
+  pass || fail "uel eval of the unseen run: $out"
+out=$("$uel" eval --run "$tmp/unseen" --protocol knn,rcall 2>&1)
+[[ $? == 2 ]] && grep -q "'rcall' is not a protocol; give a comma-separated list of knn, recall, nmi" <<<"$out" &&
+  pass || fail "a misspelt protocol: $out"
 
 # --- kNN on a validation split held out of the training set -----------------------------------
 "$mpiexec" -np 2 "$uel" train --data.train="$tmp/fm/test.h5" --aug.mean=0.286 --aug.std=0.353 --model.width=8 \

@@ -180,7 +180,7 @@ at::Tensor seed_nce(
 TEST(MemoryBank, NceWithAFixedDrawMatchesTheSeedFormula) {
   auto comm = cpu_comm();
   const int64_t n = 37, dim = 8, b = 8;
-  for (const auto [type, z_momentum, k] :
+  for (const auto& [type, z_momentum, k] :
        {std::tuple{torch::kDouble, 0.0, int64_t{10}},
         {torch::kFloat, 0.0, int64_t{10}},
         {torch::kDouble, 0.9, int64_t{10}},

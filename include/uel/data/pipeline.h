@@ -21,6 +21,9 @@ struct DataConfig {
   std::string train;  // HDF5 file
   std::string test;
   std::string classes = "all";  // class filter, e.g. 0-4
+  // Class filter of the test set; "" = the same as `classes`. Unseen-category runs train on some
+  // classes and test on others (e.g. classes = 0-4, test_classes = 5-9).
+  std::string test_classes;
   int workers = 1;
   int prefetch = 2;
   int64_t memory_mb = 4096;  // files with at most this many MB of images are held in memory

@@ -8,7 +8,9 @@
 #include <cstdint>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include <torch/optim/sgd.h>
 
@@ -16,6 +18,7 @@
 #include "uel/comm/grad_sync.h"
 #include "uel/data/pipeline.h"
 #include "uel/eval/knn.h"
+#include "uel/eval/recall.h"
 #include "uel/methods/method.h"
 #include "uel/models/embedding_net.h"
 #include "uel/train/schedule.h"
@@ -43,6 +46,13 @@ struct TrainConfig {
 
 struct EvalConfig {
   int64_t every = 1;  // epochs; 0 = never during training
+  // Comma-separated: knn (seen categories: test queries against the training set), recall
+  // (Recall@K within the test set) and nmi (k-means of the test set against its labels).
+  std::string protocol = "knn";
+  std::vector<double> recall_k = {1, 2, 4, 8};
+  // kNN gallery: "" = the training set, or another dataset file (STL-10 trains on
+  // train+unlabeled and votes with the labelled train split).
+  std::string gallery;
   // Training-set features of the kNN: "recompute" embeds the training set (eval transform);
   // "bank" uses the features the method keeps, as they are (nce's memory bank; lemniscate's
   // monitor, no extra pass).
@@ -74,6 +84,27 @@ struct RunConfig {
 // Checks across sections that parsing cannot see alone.
 void validate(const RunConfig& config);
 
+// Which protocols eval.protocol asks for ("knn,recall,nmi"); ConfigError naming the valid ones.
+struct Protocols {
+  bool knn = false;
+  bool recall = false;
+  bool nmi = false;
+};
+Protocols parse_protocols(const std::string& list);
+
+// The figures of one evaluation; a protocol not asked for is absent.
+struct Evaluation {
+  std::optional<eval::KnnResult> knn;
+  std::optional<eval::RecallResult> recall;
+  std::optional<double> nmi;  // arithmetic-mean normalisation (sklearn's default)
+  std::optional<double> ari;
+  eval::KnnConfig knn_config;
+  int64_t queries = 0;  // test items evaluated
+  // "knn_top1": ..., "recall@1": ..., "nmi": ... (JSON object members, no braces).
+  std::string json_fields() const;
+  std::string summary() const;  // one line for the log
+};
+
 class Trainer {
  public:
   // Collective: every rank constructs it (MPI must be initialised).
@@ -87,9 +118,10 @@ class Trainer {
   // Loads weights and the method's files (and, with_state, optimizer state and position) of a
   // checkpoint folder saved on any world size.
   void load_checkpoint(const std::string& dir, bool with_state);
-  // Weighted kNN of the test set against the (sharded) training set, eval transform (or the
-  // method's own features, eval.features = bank).
-  eval::KnnResult evaluate_knn();
+  // The protocols of eval.protocol on the test set (collective): weighted kNN against the
+  // gallery (eval transform, or the method's own features with eval.features = bank),
+  // Recall@K within the test set, NMI and ARI of a k-means with as many clusters as test classes.
+  Evaluation evaluate();
 
   models::EmbeddingNet& model() {
     return model_;
@@ -117,6 +149,8 @@ class Trainer {
   data::TrainData input_;
   std::shared_ptr<const data::ImageDataset> test_;
   std::vector<int64_t> test_positions_;
+  std::shared_ptr<const data::ImageDataset> gallery_;  // kNN gallery: the training set by default
+  std::vector<int64_t> gallery_positions_;
   models::EmbeddingNet model_{nullptr};
   std::unique_ptr<torch::optim::SGD> optimizer_;
   std::unique_ptr<comm::GradSync> grad_sync_;
