@@ -16,6 +16,7 @@ int run_bench(const Args& args);
 int run_train(const Args& args);
 int run_eval(const Args& args);
 int run_embed(const Args& args);
+int run_cluster(const Args& args);
 
 // Process set-up shared by the commands that compute: LibTorch threads, BLAS check.
 void configure_compute(int threads, int local_ranks);
