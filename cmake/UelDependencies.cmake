@@ -61,3 +61,12 @@ if(UEL_USE_NCCL STREQUAL "ON" AND NOT UEL_HAVE_NCCL)
 endif()
 
 message(STATUS "uel: LibTorch ${Torch_VERSION} (CUDA ${UEL_TORCH_CUDA}), CUDA code ${UEL_HAVE_CUDA}, NCCL backend ${UEL_HAVE_NCCL}")
+
+# Optional: FAISS's CPU k-means as the reference of `uel bench kmeans` (Debian libfaiss-dev).
+find_package(OpenMP QUIET COMPONENTS CXX)
+find_package(faiss CONFIG QUIET)
+set(UEL_HAVE_FAISS OFF)
+if(TARGET faiss AND OpenMP_CXX_FOUND)
+  set(UEL_HAVE_FAISS ON)
+endif()
+message(STATUS "uel: FAISS (bench kmeans reference) ${UEL_HAVE_FAISS}")

@@ -11,6 +11,7 @@ packages=(
   zlib1g-dev libpng-dev libjpeg62-turbo-dev
   dataset-fashion-mnist
   python3 python3-h5py python3-numpy
+  python3-sklearn libfaiss-dev  # references: test_cluster.py, bench kmeans
 )
 
 missing=()

@@ -1,19 +1,29 @@
 #include <chrono>
 #include <cstdio>
 #include <functional>
+#include <limits>
+#include <thread>
 
 #include <fmt/format.h>
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/cuda.h>
 #include "commands.h"
+#ifdef UEL_HAVE_FAISS
+#include <faiss/Clustering.h>
+#include <faiss/IndexFlat.h>
+#include <omp.h>
+#endif
 
 #include "uel/cli/config.h"
+#include "uel/cluster/kmeans.h"
 #include "uel/comm/watchdog.h"
 #include "uel/comm/world.h"
 #include "uel/core/error.h"
 #include "uel/core/logging.h"
 #include "uel/core/rng.h"
+#include "uel/core/shard.h"
 #include "uel/data/pipeline.h"
 #include "uel/losses/memory_bank.h"
 #include "uel/methods/method.h"
@@ -412,12 +422,153 @@ int bench_bank(const Args& args) {
   return 0;
 }
 
+// Rows [begin, end) of the synthetic k-means data: chunks of 4096 Gaussian rows, each drawn from
+// its own seeded generator, so every split of the rows sees the same matrix.
+at::Tensor synthetic_rows(int64_t begin, int64_t end, int64_t dim, uint64_t seed) {
+  constexpr int64_t kChunk = 4096;
+  std::vector<at::Tensor> parts;
+  for (int64_t chunk = begin / kChunk; chunk * kChunk < end; ++chunk) {
+    auto generator = at::make_generator<at::CPUGeneratorImpl>(derive_key(seed, chunk));
+    const at::Tensor rows = at::randn({kChunk, dim}, generator, at::TensorOptions(at::kFloat));
+    const int64_t lo = std::max(begin, chunk * kChunk), hi = std::min(end, (chunk + 1) * kChunk);
+    parts.push_back(rows.slice(0, lo - chunk * kChunk, hi - chunk * kChunk));
+  }
+  return parts.empty() ? at::empty({0, dim}, at::kFloat) : at::cat(parts);
+}
+
+#ifdef UEL_HAVE_FAISS
+// FAISS's CPU k-means on rank 0 over every row with `threads` OpenMP threads (the job's total),
+// seconds per iteration after the first. The other ranks wait without spinning on the cores.
+double faiss_seconds_per_iteration(
+    int64_t n, int64_t dim, int64_t k, int64_t iterations, uint64_t seed, int threads) {
+  double per_iteration = 0;
+  if (comm::world().rank == 0) {
+    const at::Tensor x = synthetic_rows(0, n, dim, seed).contiguous();
+    omp_set_num_threads(threads);
+    faiss::ClusteringParameters parameters;
+    parameters.niter = static_cast<int>(iterations + 1);
+    parameters.max_points_per_centroid = std::numeric_limits<int>::max();  // no subsampling
+    parameters.min_points_per_centroid = 1;
+    faiss::Clustering clustering(static_cast<int>(dim), static_cast<int>(k), parameters);
+    faiss::IndexFlatL2 index(dim);
+    clustering.train(n, x.data_ptr<float>(), index);
+    const auto& stats = clustering.iteration_stats;  // time: seconds since the start
+    per_iteration = (stats.back().time - stats.front().time) / iterations;
+  }
+  MPI_Request request;
+  MPI_Ibarrier(comm::world_comm(), &request);
+  for (int done = 0; !done; MPI_Test(&request, &done, MPI_STATUS_IGNORE))
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return per_iteration;
+}
+#endif
+
+// Seconds per Lloyd iteration of cluster::kmeans on synthetic Gaussian rows sharded over this
+// world, for each N and K: (time of 1 + steps iterations - time of 1) / steps, so the
+// initialisation, the variance pass and the final assignment cancel out.
+int bench_kmeans(const Args& args) {
+  Config config;
+  config.bench.steps = 5;
+  OptionSet options(
+      "[mpirun -np N] uel bench kmeans [--bench.kmeans_rows=60000,1e6] "
+      "[--bench.kmeans_k=10,100,1000] "
+      "[--train.threads=T]");
+  if (!parse_options(options, config, args)) {
+    return 0;
+  }
+  const comm::WorldInfo& world = start_ranks(config.train.threads);
+  comm::Watchdog::instance().set_timeout(config.comm.timeout_s);
+  auto comm = comm::make_communicator(config.comm.backend, c10::Device(c10::kCPU));
+  const int64_t dim = config.model.low_dim, steps = config.bench.steps;
+  const int threads = at::get_num_threads();
+#ifdef UEL_HAVE_FAISS
+  const bool with_faiss = true;
+#else
+  const bool with_faiss = false;
+#endif
+  std::string table = fmt::format(
+      "k-means benchmark: {} ranks x {} threads, D {}, float32, {} timed Lloyd iterations{}\n"
+      "{:>9} {:>6} {:>14} {:>16} {:>10}\n",
+      world.size,
+      threads,
+      dim,
+      steps,
+      with_faiss ? fmt::format("; FAISS with {} threads on rank 0", world.size * threads) : "",
+      "N",
+      "K",
+      "uel s/iter",
+      "FAISS s/iter",
+      "uel/FAISS");
+  std::string json;
+  for (const double rows_value : config.bench.kmeans_rows) {
+    const auto n = static_cast<int64_t>(rows_value);
+    const ShardRange shard = shard_range(n, world.rank, world.size);
+    const at::Tensor x = synthetic_rows(shard.begin, shard.end, dim, config.train.seed);
+    for (const double k_value : config.bench.kmeans_k) {
+      cluster::KMeansConfig kmeans;
+      kmeans.k = static_cast<int64_t>(k_value);
+      kmeans.init = "random";
+      kmeans.tol = 0;
+      kmeans.seed = config.train.seed;
+      auto timed = [&](int64_t iterations) {
+        kmeans.max_iter = iterations;
+        comm->barrier();
+        const auto start = Clock::now();
+        const cluster::KMeansResult r = cluster::kmeans(x, kmeans, *comm);
+        UEL_CHECK(
+            r.iterations == iterations, "k-means converged early; use more rows or fewer steps");
+        return comm->all_reduce_scalar(
+            std::chrono::duration<double>(Clock::now() - start).count(), comm::ReduceOp::kMax);
+      };
+      timed(1);  // warm-up: allocator caches, thread pools
+      const double uel_s = (timed(1 + steps) - timed(1)) / steps;
+      double faiss_s = -1;
+#ifdef UEL_HAVE_FAISS
+      faiss_s = comm->all_reduce_scalar(
+          faiss_seconds_per_iteration(
+              n, dim, kmeans.k, steps, config.train.seed, world.size * threads),
+          comm::ReduceOp::kMax);
+      at::set_num_threads(threads);
+#endif
+      const bool known = faiss_s > 0;
+      table += fmt::format(
+          "{:>9} {:>6} {:>14.4f} {:>16} {:>10}\n",
+          n,
+          kmeans.k,
+          uel_s,
+          known ? fmt::format("{:.4f}", faiss_s) : "-",
+          known ? fmt::format("{:.2f}", uel_s / faiss_s) : "-");
+      json += fmt::format(
+          R"({}{{"rows": {}, "k": {}, "uel_s_per_iter": {:.5f}{}}})",
+          json.empty() ? "" : ", ",
+          n,
+          kmeans.k,
+          uel_s,
+          known ? fmt::format(R"(, "faiss_s_per_iter": {:.5f})", faiss_s) : "");
+    }
+  }
+  if (world.rank == 0) {
+    std::printf(
+        "%s%s\n",
+        table.c_str(),
+        fmt::format(
+            R"({{"bench": "kmeans", "ranks": {}, "threads": {}, "dim": {}, "steps": {}, "results": [{}]}})",
+            world.size,
+            threads,
+            dim,
+            steps,
+            json)
+            .c_str());
+  }
+  return 0;
+}
 }  // namespace
 
 int run_bench(const Args& args) {
   UEL_CHECK_CONFIG(
       !args.empty() && args.front()[0] != '-',
-      "usage: uel bench <loader|comm|step|bank> [options]; `uel bench <name> --help` lists the "
+      "usage: uel bench <loader|comm|step|bank|kmeans> [options]; `uel bench <name> --help` lists "
+      "the "
       "options");
   const std::string which = args.front();
   const Args rest(args.begin() + 1, args.end());
@@ -433,7 +584,11 @@ int run_bench(const Args& args) {
   if (which == "bank") {
     return bench_bank(rest);
   }
-  UEL_CHECK_CONFIG(false, "unknown benchmark '{}'; available: loader, comm, step, bank", which);
+  if (which == "kmeans") {
+    return bench_kmeans(rest);
+  }
+  UEL_CHECK_CONFIG(
+      false, "unknown benchmark '{}'; available: loader, comm, step, bank, kmeans", which);
   return 2;
 }
 

@@ -261,6 +261,8 @@ void Config::declare_bench(OptionSet& o) {
   o.add("bench.warmup", &bench.warmup, "untimed steps first", OptionSet::non_negative<int64_t>());
   o.add("bench.bank_rows", &bench.bank_rows, "bench bank: memory-bank sizes N");
   o.add("bench.bank_k", &bench.bank_k, "bench bank: negatives K (0 = full softmax)");
+  o.add("bench.kmeans_rows", &bench.kmeans_rows, "bench kmeans: rows N (dimension: model.low_dim)");
+  o.add("bench.kmeans_k", &bench.kmeans_k, "bench kmeans: clusters K");
 }
 
 void Config::validate() const {
@@ -273,6 +275,14 @@ void Config::validate() const {
   for (const double n : bench.bank_rows) {
     UEL_CHECK_CONFIG(
         n >= 1 && n == std::floor(n), "--bench.bank_rows: {} is not a positive whole number", n);
+  }
+  for (const auto* values : {&bench.kmeans_rows, &bench.kmeans_k}) {
+    for (const double v : *values) {
+      UEL_CHECK_CONFIG(
+          v >= 1 && v == std::floor(v),
+          "--bench.kmeans_rows/_k: {} is not a positive whole number",
+          v);
+    }
   }
   for (const double k : bench.bank_k) {
     UEL_CHECK_CONFIG(

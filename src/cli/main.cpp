@@ -24,7 +24,9 @@ const std::map<std::string, Command>& commands() {
   static const std::map<std::string, Command> table = {
       {"prepare", {uel::cli::run_prepare, "convert fashion-mnist | cifar10 | image-list to HDF5"}},
       {"info", {uel::cli::run_info, "describe a dataset file"}},
-      {"bench", {uel::cli::run_bench, "benchmarks: loader, comm, step"}},
+      {"bench", {uel::cli::run_bench, "benchmarks: loader, comm, step, bank, kmeans"}},
+      {"cluster",
+       {uel::cli::run_cluster, "distributed k-means on embeddings (NMI/ARI if labelled)"}},
       {"train", {uel::cli::run_train, "train an embedding (mpirun/srun for several ranks)"}},
       {"eval", {uel::cli::run_eval, "evaluate a run's latest checkpoint (weighted kNN)"}},
       {"embed", {uel::cli::run_embed, "write a dataset's embeddings to HDF5"}},

@@ -10,6 +10,7 @@
 
 #include "hdf5_util.h"
 #include "uel/core/error.h"
+#include "uel/core/shard.h"
 
 namespace uel::data {
 
@@ -428,6 +429,101 @@ void write_embeddings(
         file, "labels", H5T_STD_I64LE, H5T_NATIVE_INT64, {labels.size()}, labels.data());
     h5::write_string_attribute(file, "source", source);
     h5::write_string_attribute(file, "checkpoint", checkpoint);
+  });
+}
+
+namespace {
+
+// Rows [begin, end) of the 1-D or 2-D dataset `name`, read as `memory_type` into `target`.
+void read_rows(
+    hid_t file,
+    const std::string& path,
+    const char* name,
+    int64_t begin,
+    int64_t end,
+    hid_t memory_type,
+    at::Tensor& target) {
+  Handle dset(H5Dopen2(file, name, H5P_DEFAULT), H5Dclose);
+  UEL_CHECK_DATA(dset.valid(), "cannot open '{}'/{}: {}", path, name, h5::last_error());
+  Handle space(H5Dget_space(dset.get()), H5Sclose);
+  const int rank = target.dim();
+  std::vector<hsize_t> start(rank, 0), count(target.sizes().begin(), target.sizes().end());
+  start[0] = hsize_t(begin);
+  H5Sselect_hyperslab(space.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr);
+  Handle memory(H5Screate_simple(rank, count.data(), nullptr), H5Sclose);
+  UEL_CHECK_DATA(
+      end == begin ||
+          H5Dread(
+              dset.get(), memory_type, memory.get(), space.get(), H5P_DEFAULT, target.data_ptr()) >=
+              0,
+      "cannot read rows of '{}'/{}: {}",
+      path,
+      name,
+      h5::last_error());
+}
+
+}  // namespace
+
+EmbeddingRows read_embedding_shard(const std::string& path, int rank, int world) {
+  h5::quiet_errors();
+  UEL_CHECK_DATA(
+      fs::is_regular_file(path),
+      "embeddings file '{}' does not exist; write one with `uel embed`",
+      path);
+  std::lock_guard<std::recursive_mutex> lock(h5::mutex());
+  Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  UEL_CHECK_DATA(file.valid(), "'{}' is not a readable HDF5 file: {}", path, h5::last_error());
+  UEL_CHECK_DATA(
+      H5Lexists(file.get(), "embeddings", H5P_DEFAULT) > 0,
+      "'{}' has no /embeddings dataset; is it a `uel embed --out` file?",
+      path);
+  hsize_t dims[2] = {0, 0};
+  {
+    Handle dset(H5Dopen2(file.get(), "embeddings", H5P_DEFAULT), H5Dclose);
+    Handle space(H5Dget_space(dset.get()), H5Sclose);
+    UEL_CHECK_DATA(
+        H5Sget_simple_extent_ndims(space.get()) == 2,
+        "'{}'/embeddings must be a 2-D [N, D] array",
+        path);
+    H5Sget_simple_extent_dims(space.get(), dims, nullptr);
+  }
+  EmbeddingRows out;
+  out.total = static_cast<int64_t>(dims[0]);
+  const ShardRange shard = shard_range(out.total, rank, world);
+  out.begin = shard.begin;
+  out.embeddings = at::empty({shard.size(), static_cast<int64_t>(dims[1])}, at::kFloat);
+  read_rows(
+      file.get(), path, "embeddings", shard.begin, shard.end, H5T_NATIVE_FLOAT, out.embeddings);
+  if (H5Lexists(file.get(), "labels", H5P_DEFAULT) > 0) {
+    out.labels = at::empty({shard.size()}, at::kLong);
+    read_rows(file.get(), path, "labels", shard.begin, shard.end, H5T_NATIVE_INT64, out.labels);
+  }
+  return out;
+}
+
+void write_clustering(const std::string& path, const Clustering& clustering) {
+  const at::Tensor assignments = clustering.assignments.to(at::kCPU, at::kLong).contiguous();
+  const at::Tensor centroids = clustering.centroids.to(at::kCPU, at::kFloat).contiguous();
+  h5::write_file_atomically(path, [&](hid_t file) {
+    h5::write_array(
+        file,
+        "assignments",
+        H5T_STD_I64LE,
+        H5T_NATIVE_INT64,
+        {hsize_t(assignments.numel())},
+        assignments.data_ptr<int64_t>());
+    h5::write_array(
+        file,
+        "centroids",
+        H5T_IEEE_F32LE,
+        H5T_NATIVE_FLOAT,
+        {hsize_t(centroids.size(0)), hsize_t(centroids.size(1))},
+        centroids.data_ptr<float>());
+    h5::write_string_attribute(file, "source", clustering.source);
+    h5::write_string_attribute(file, "metric", clustering.metric);
+    h5::write_int_attribute(file, "k", centroids.size(0));
+    h5::write_double_attribute(file, "inertia", clustering.inertia);
+    h5::write_int_attribute(file, "iterations", clustering.iterations);
   });
 }
 

@@ -20,8 +20,10 @@ struct BenchOptions {
   std::string device = "auto";  // bench comm: auto|cpu|cuda
   int64_t min_bytes = 4 << 10;
   int64_t max_bytes = 256 << 20;
-  std::vector<double> bank_rows = {1e5, 1.28e6};  // bench bank: N
-  std::vector<double> bank_k = {4096, 65536};     // bench bank: K (0 = full softmax)
+  std::vector<double> bank_rows = {1e5, 1.28e6};   // bench bank: N
+  std::vector<double> bank_k = {4096, 65536};      // bench bank: K (0 = full softmax)
+  std::vector<double> kmeans_rows = {60000, 1e6};  // bench kmeans: N
+  std::vector<double> kmeans_k = {10, 100, 1000};  // bench kmeans: K
 };
 
 // Every section of a run (train::RunConfig) plus the benchmarks' options.

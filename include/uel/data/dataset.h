@@ -101,4 +101,27 @@ void write_embeddings(
     const std::string& source,
     const std::string& checkpoint);
 
+// Rows [begin, end) of an embeddings file (`uel embed`): /embeddings float [N, D] as float32 and
+// /labels int64 [N] when the file has them (undefined otherwise).
+struct EmbeddingRows {
+  at::Tensor embeddings;
+  at::Tensor labels;
+  int64_t total = 0;  // N
+  int64_t begin = 0;
+};
+// This rank's shard_range of the rows.
+EmbeddingRows read_embedding_shard(const std::string& path, int rank, int world);
+
+// A clustering of an embeddings file (`uel cluster`), written atomically: /assignments int64 [N],
+// /centroids float32 [k, D], attributes source, metric, k, inertia, iterations.
+struct Clustering {
+  at::Tensor assignments;
+  at::Tensor centroids;
+  std::string source;
+  std::string metric;
+  double inertia = 0;
+  int64_t iterations = 0;
+};
+void write_clustering(const std::string& path, const Clustering& clustering);
+
 }  // namespace uel::data
