@@ -128,12 +128,23 @@ void Config::declare_train(OptionSet& o) {
       &train.schedule.lr_scaling,
       {"none", "linear"},
       "linear: lr x global batch / 256 (large-batch runs)");
-  o.add("train.momentum", &train.momentum, "SGD momentum", OptionSet::non_negative<double>());
+  o.add_choice(
+      "train.optimizer",
+      &train.optimizer.name,
+      {"sgd", "adam", "adamw"},
+      "sgd (momentum), adam (coupled L2 weight decay, as torch.optim.Adam) or adamw");
+  o.add(
+      "train.momentum",
+      &train.optimizer.momentum,
+      "SGD momentum",
+      OptionSet::non_negative<double>());
   o.add(
       "train.weight_decay",
-      &train.weight_decay,
-      "SGD weight decay (all parameters, as the seed)",
+      &train.optimizer.weight_decay,
+      "weight decay of the embedding net (all its parameters, as the seeds)",
       OptionSet::non_negative<double>());
+  o.add("train.adam_beta1", &train.optimizer.beta1, "Adam/AdamW beta1");
+  o.add("train.adam_beta2", &train.optimizer.beta2, "Adam/AdamW beta2");
   o.add("train.seed", &train.seed, "seed of every random stream");
   o.add(
       "train.threads",

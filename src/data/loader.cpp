@@ -43,6 +43,21 @@ void Loader::stop_workers() {
   stopping_ = false;
 }
 
+void Loader::set_sampler(std::shared_ptr<const Sampler> sampler) {
+  UEL_CHECK(
+      sampler->global_batch() == sampler_->global_batch() &&
+          sampler->steps_per_epoch() == sampler_->steps_per_epoch(),
+      "a new sampler must keep the global batch ({}) and the steps per epoch ({}); it has {} and "
+      "{}",
+      sampler_->global_batch(),
+      sampler_->steps_per_epoch(),
+      sampler->global_batch(),
+      sampler->steps_per_epoch());
+  stop_workers();  // no worker may read the old order while it changes
+  sampler_ = std::move(sampler);
+  order_.reset();
+}
+
 void Loader::start_epoch(int64_t epoch, int64_t first_step) {
   stop_workers();
   UEL_CHECK(

@@ -206,10 +206,17 @@ EmbeddingNetImpl::EmbeddingNetImpl(
 }
 
 at::Tensor EmbeddingNetImpl::forward(const at::Tensor& x) {
+  return embed(features(x));
+}
+
+at::Tensor EmbeddingNetImpl::features(const at::Tensor& x) {
+  return backbone_->forward(x);
+}
+
+at::Tensor EmbeddingNetImpl::embed(const at::Tensor& features) {
   // The seed divides by the norm without an epsilon; a tiny floor only guards all-zero rows.
   return nn::functional::normalize(
-      head_->forward(backbone_->forward(x)),
-      nn::functional::NormalizeFuncOptions().p(2).dim(1).eps(1e-12));
+      head_->forward(features), nn::functional::NormalizeFuncOptions().p(2).dim(1).eps(1e-12));
 }
 
 void save_weights(torch::nn::Module& module, const std::string& path) {

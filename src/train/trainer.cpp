@@ -145,6 +145,7 @@ void validate(const RunConfig& c) {
       "--data.test_classes selects classes of --data.test; a validation split "
       "(--data.val_fraction) holds out the training classes. Use one or the other");
   validate(c.train.schedule);
+  validate(c.train.optimizer);
 }
 
 Trainer::Trainer(RunConfig config, std::string run_dir)
@@ -203,7 +204,9 @@ Trainer::Trainer(RunConfig config, std::string run_dir)
   methods::MethodSetup setup;
   setup.comm = comm_;
   setup.train_items = static_cast<int64_t>(input_.positions.size());
+  setup.global_batch = config_.train.batch_size;
   setup.embedding_dim = config_.model.low_dim;
+  setup.feature_dim = model_->feature_dim();
   setup.seed = config_.train.seed;
   setup.options = at::TensorOptions().device(device_).dtype(dtype_);
   method_ = methods::make_method(config_.method, setup);
@@ -213,19 +216,28 @@ Trainer::Trainer(RunConfig config, std::string run_dir)
           "--model.weights: '{}' has no '{}'; it keeps its initial value", config_.weights, name);
     }
   }
-  optimizer_ = std::make_unique<torch::optim::SGD>(
-      model_->parameters(),
-      torch::optim::SGDOptions(config_.train.schedule.lr)
-          .momentum(config_.train.momentum)
-          .weight_decay(config_.train.weight_decay));
+  // The embedding net is the first parameter group, the method's follow in its order.
+  std::vector<std::pair<std::string, at::Tensor>> params;
+  for (const auto& p : model_->named_parameters())
+    params.emplace_back(p.key(), p.value());
+  std::vector<OptimizerGroup> groups{
+      {model_->parameters(), 1, config_.train.optimizer.weight_decay}};
+  for (methods::ParamGroup& group : method_->parameter_groups()) {
+    OptimizerGroup& g = groups.emplace_back();
+    g.lr_scale = group.lr_scale;
+    g.weight_decay = group.weight_decay.value_or(config_.train.optimizer.weight_decay);
+    for (auto& [name, tensor] : group.params) {
+      g.params.push_back(tensor);
+      params.emplace_back(fmt::format("method.{}", name), tensor);
+    }
+  }
+  optimizer_ = std::make_unique<Optimizer>(
+      config_.train.optimizer, config_.train.schedule.lr, std::move(groups));
   comm::GradSyncOptions sync_options;
   sync_options.bucket_mb = config_.comm.bucket_mb;
   sync_options.first_bucket_mb = config_.comm.first_bucket_mb;
   // Each rank normalises with its own batch: keep rank 0's running statistics everywhere.
   sync_options.broadcast_buffers = !config_.model.sync_bn;
-  std::vector<std::pair<std::string, at::Tensor>> params;
-  for (const auto& p : model_->named_parameters())
-    params.emplace_back(p.key(), p.value());
   std::vector<at::Tensor> buffers;
   for (const auto& b : model_->named_buffers())
     buffers.push_back(b.value());
@@ -235,9 +247,7 @@ Trainer::Trainer(RunConfig config, std::string run_dir)
 Trainer::~Trainer() = default;
 
 double Trainer::train_step(const data::Batch& batch, double lr) {
-  for (auto& group : optimizer_->param_groups()) {
-    static_cast<torch::optim::SGDOptions&>(group.options()).lr(lr);
-  }
+  optimizer_->set_lr(lr);
   model_->train();
   const at::Tensor loss = method_->loss(batch, methods::StepContext{model_, global_step_});
   optimizer_->zero_grad();
@@ -290,7 +300,7 @@ void Trainer::save_checkpoint() {
   fs::create_directories(dir);  // on every rank: a method's files may be per rank
   if (comm_->rank() == 0) {
     models::save_weights(*model_, (fs::path(dir) / "model.pt").string());
-    torch::save(*optimizer_, (fs::path(dir) / "optim.pt").string());
+    torch::save(optimizer_->torch_optimizer(), (fs::path(dir) / "optim.pt").string());
     CheckpointState state;
     state.epoch = epoch;
     state.step_in_epoch = step_in_epoch;
@@ -317,7 +327,7 @@ void Trainer::load_checkpoint(const std::string& dir, bool with_state) {
   method_->load(dir, state.world_size);
   if (!with_state)
     return;
-  torch::load(*optimizer_, (fs::path(dir) / "optim.pt").string());
+  torch::load(optimizer_->torch_optimizer(), (fs::path(dir) / "optim.pt").string());
   epoch_ = state.epoch;
   step_in_epoch_ = state.step_in_epoch;
   global_step_ = state.global_step;
@@ -447,8 +457,7 @@ void Trainer::run() {
   comm::CommStats comm_before = comm_->stats();
   comm::CommStats sync_before = grad_sync_->comm_stats();
   for (; epoch_ < config_.train.epochs && global_step_ < last_step; ++epoch_, step_in_epoch_ = 0) {
-    method_->start_epoch(epoch_, model_);
-    loader.start_epoch(epoch_, step_in_epoch_);
+    start_epoch(epoch_, step_in_epoch_);
     while (global_step_ < last_step) {
       std::optional<data::Batch> batch = loader.next();
       if (!batch)
@@ -480,25 +489,32 @@ void Trainer::run() {
         const double mean_loss = loss_sum / interval_steps;
         const double done = static_cast<double>(global_step_ - first_step);
         const double eta = seconds_since(run_start) / done * (last_step - global_step_);
+        std::string method_text, method_json;
+        for (const auto& [name, value] : method_->step_metrics()) {
+          method_text += fmt::format(" {} {:.4f}", name, value);
+          method_json += fmt::format(R"(, "{}": {:.9g})", name, value);
+        }
         log_info(
-            "epoch {} step {}/{} loss {:.4f} lr {:.5f} {:.0f} img/s ETA {}",
+            "epoch {} step {}/{} loss {:.4f}{} lr {:.5f} {:.0f} img/s ETA {}",
             epoch_,
             global_step_,
             last_step,
             mean_loss,
+            method_text,
             lr,
             img_per_s,
             format_duration(eta));
         log_metrics(fmt::format(
             R"({{"step": {}, "epoch": {}, "loss": {:.9g}, "lr": {:.9g}, "img_per_s": {:.1f}, )"
-            R"("comm_bytes_per_step": {}, "comm_seconds": {:.6f}}})",
+            R"("comm_bytes_per_step": {}, "comm_seconds": {:.6f}{}}})",
             global_step_,
             epoch_,
             mean_loss,
             lr,
             img_per_s,
             bytes / interval_steps,
-            comm_seconds));
+            comm_seconds,
+            method_json));
         loss_sum = 0;
         interval_steps = 0;
         comm_before = now;
@@ -538,10 +554,25 @@ void Trainer::run() {
       "done: {} steps in {}", global_step_ - first_step, format_duration(seconds_since(run_start)));
 }
 
+void Trainer::start_epoch(int64_t epoch, int64_t first_step) {
+  if (train_labels_.empty()) {
+    for (const int64_t position : input_.positions)
+      train_labels_.push_back(input_.dataset->labels()[position]);
+  }
+  method_->start_epoch(methods::EpochContext{
+      model_,
+      epoch,
+      first_step,
+      [this] { return embed(*input_.dataset, input_.positions); },
+      train_labels_});
+  if (auto sampler = method_->sampler())
+    input_.loader->set_sampler(std::move(sampler));
+  input_.loader->start_epoch(epoch, first_step);
+}
+
 double Trainer::benchmark(int64_t steps, int64_t warmup) {
   data::Loader& loader = *input_.loader;
-  method_->start_epoch(0, model_);
-  loader.start_epoch(0);
+  start_epoch(0, 0);
   const double lr = config_.train.schedule.lr;
   for (int64_t i = 0; i < warmup; ++i)
     train_step(loader.next_cycling(), lr);

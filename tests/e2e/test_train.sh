@@ -5,7 +5,8 @@
 #  - a non-finite loss stops the run with a message naming the step, the checkpoint stays,
 #  - uel eval and uel embed read the run; every protocol gives the same figures on 1 and 2 ranks,
 #    Recall@K equals numpy's brute force on the embeddings, an unseen-category run evaluates on
-#    the test images of the classes it never saw,
+#    the test images of the classes it never saw, uel cluster's NMI is sklearn's on its
+#    assignments and its inertia within 1% of sklearn's KMeans(n_init=10),
 #  - the memory bank (nce): a 4-rank checkpoint resumed on 4, 2 and 1 ranks gives the same next
 #    loss and the same bank (full softmax, float64), NCE runs and its bank serves the kNN,
 #  - NCE with 64 negatives on 2 and 4 ranks matches 1 rank (the draw does not depend on ranks),
@@ -75,6 +76,25 @@ with h5py.File(sys.argv[1], "r") as f:
     e, l = f["embeddings"][:], f["labels"][:]
 assert e.shape == (10000, 32) and l.shape == (10000,), (e.shape, l.shape)
 assert np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5)
+PY
+
+# --- uel cluster on the real embeddings against sklearn ---------------------------------------
+"$mpiexec" -np 2 "$uel" cluster --data "$tmp/emb.h5" --k 10 --n_init 10 --out "$tmp/clusters.h5" \
+  2>"$tmp/cluster.err" | tail -1 >"$tmp/cluster.json"
+/usr/bin/python3 - "$tmp/emb.h5" "$tmp/clusters.h5" "$tmp/cluster.json" <<'PY' && pass || { fail "uel cluster vs sklearn"; cat "$tmp/cluster.err"; }
+import json, sys, h5py, numpy as np
+from sklearn.cluster import KMeans
+from sklearn.metrics import normalized_mutual_info_score
+with h5py.File(sys.argv[1], "r") as f:
+    e, l = f["embeddings"][:].astype(np.float64), f["labels"][:]
+with h5py.File(sys.argv[2], "r") as f:
+    a = f["assignments"][:]
+got = json.loads(open(sys.argv[3]).read())
+nmi = normalized_mutual_info_score(l, a)
+ref = KMeans(n_clusters=10, n_init=10, random_state=0).fit(e).inertia_
+print(f"NMI uel {got['nmi']:.6f} sklearn {nmi:.6f}; inertia uel {got['inertia']:.2f} sklearn {ref:.2f}")
+assert abs(got["nmi"] - nmi) <= 1e-6, (got, nmi)
+assert got["inertia"] <= 1.01 * ref, (got, ref)
 PY
 
 # --- every protocol: the same figures on 1 and 2 ranks; Recall@K against numpy brute force ----

@@ -55,6 +55,9 @@ class Loader {
   int64_t steps_per_epoch() const {
     return sampler_->steps_per_epoch();
   }
+  // Replaces the sampler from the next start_epoch on (pseudo-labels that change between
+  // epochs); it must keep the global batch and the steps per epoch, which fix the schedule.
+  void set_sampler(std::shared_ptr<const Sampler> sampler);
   // Begins (or restarts) an epoch at `first_step` (non-zero when resuming mid-epoch).
   void start_epoch(int64_t epoch, int64_t first_step = 0);
   // The next batch of the epoch, or nullopt at its end. Rethrows a worker's exception.

@@ -6,14 +6,18 @@
 // no method by name; adding one is a file here and a line in the factory (methods.cpp).
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
 
 #include "uel/comm/communicator.h"
 #include "uel/data/loader.h"
+#include "uel/data/sampler.h"
 #include "uel/losses/isif.h"
 #include "uel/losses/memory_bank.h"
 #include "uel/models/embedding_net.h"
@@ -31,9 +35,34 @@ struct MethodConfig {
 struct MethodSetup {
   std::shared_ptr<comm::Communicator> comm;
   int64_t train_items = 0;  // sampler positions: the training set after class filter and split
+  int64_t global_batch = 0;
   int64_t embedding_dim = 0;
+  int64_t feature_dim = 0;  // backbone features (EmbeddingNet::features)
   uint64_t seed = 0;
   at::TensorOptions options;  // training device and dtype
+};
+
+// What a method sees at the start of an epoch.
+struct EpochContext {
+  models::EmbeddingNet& model;
+  int64_t epoch;
+  // > 0 when a run resumes inside the epoch: the epoch's start-of-epoch work happened before
+  // the checkpoint and is in it (Method::load), so it must not run again.
+  int64_t first_step;
+  // Collective: embeddings of this rank's shard_range of the training positions (eval
+  // transform), in position order.
+  std::function<at::Tensor()> embed_train;
+  // Ground-truth label of every training position: for diagnostics only (unsupervised methods
+  // never train on them).
+  const std::vector<int64_t>& train_labels;
+};
+
+// Trainable parameters a method adds to the embedding net (a head, a learnable margin), with
+// their own learning rate and weight decay.
+struct ParamGroup {
+  std::vector<std::pair<std::string, at::Tensor>> params;  // named for GradSync's errors
+  double lr_scale = 1;                                     // of the schedule's learning rate
+  std::optional<double> weight_decay;                      // default: train.weight_decay
 };
 
 // What a method sees of the step it computes.
@@ -47,13 +76,27 @@ class Method {
   virtual ~Method() = default;
 
   virtual const std::string& name() const = 0;
-  // Collective, before the loader starts `epoch` (re-clustering methods work here).
-  virtual void start_epoch(int64_t /*epoch*/, models::EmbeddingNet& /*model*/) {}
+  // Trainable parameters beyond the embedding net, in a fixed order (the optimizer's groups).
+  virtual std::vector<ParamGroup> parameter_groups() {
+    return {};
+  }
+  // Collective, before the loader starts an epoch (re-clustering methods work here).
+  virtual void start_epoch(const EpochContext& /*context*/) {}
+  // The sampler of the training positions when the method has its own (batches by cluster),
+  // asked after start_epoch; null keeps the shuffled pass over all positions.
+  virtual std::shared_ptr<const data::Sampler> sampler() const {
+    return nullptr;
+  }
   // The loss of one step on this rank's batch (collective), ready for backward: averaged over
   // ranks it is the global-batch loss, and so is its gradient averaged by GradSync.
   virtual at::Tensor loss(const data::Batch& batch, const StepContext& step) = 0;
   // After the optimizer step, without gradients (memory-bank updates).
   virtual void after_step() {}
+  // Figures of the steps since the last call, appended to the metrics line (e.g. rotation
+  // accuracy). Collective: every rank calls it at the same steps.
+  virtual std::vector<std::pair<std::string, double>> step_metrics() {
+    return {};
+  }
   // This rank's part of a checkpoint in `dir` (collective; the trainer writes DONE after).
   virtual void save(const std::string& /*dir*/) const {}
   // Reads back what save wrote, from a checkpoint saved on `saved_world_size` ranks.

@@ -36,8 +36,14 @@ class BackboneImpl : public torch::nn::Module {
 class EmbeddingNetImpl : public torch::nn::Module {
  public:
   EmbeddingNetImpl(const ModelConfig& config, std::shared_ptr<comm::Communicator> comm);
-  // L2-normalised embeddings [N, low_dim].
+  // L2-normalised embeddings [N, low_dim]: embed(features(x)).
   at::Tensor forward(const at::Tensor& x);
+  // Backbone features [N, feature_dim()], for heads other than the embedding (UDML's rotation).
+  at::Tensor features(const at::Tensor& x);
+  at::Tensor embed(const at::Tensor& features);
+  int64_t feature_dim() const {
+    return backbone_->out_features();
+  }
 
   const ModelConfig& config() const {
     return config_;

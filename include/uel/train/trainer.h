@@ -2,8 +2,8 @@
 
 // The one place that orchestrates a training step (DESIGN.md §2): sampler -> HDF5 read ->
 // augmented views -> the method's loss (embedding net, collectives through the communicator) ->
-// backward (GradSync all-reduces buckets as they fill) -> SGD -> the method's after-step work ->
-// metrics, checkpoints, kNN evaluation. It knows methods only through methods::Method.
+// backward (GradSync all-reduces buckets as they fill) -> optimizer -> the method's after-step work
+// -> metrics, checkpoints, kNN evaluation. It knows methods only through methods::Method.
 
 #include <cstdint>
 #include <fstream>
@@ -12,8 +12,6 @@
 #include <string>
 #include <vector>
 
-#include <torch/optim/sgd.h>
-
 #include "uel/comm/communicator.h"
 #include "uel/comm/grad_sync.h"
 #include "uel/data/pipeline.h"
@@ -21,6 +19,7 @@
 #include "uel/eval/recall.h"
 #include "uel/methods/method.h"
 #include "uel/models/embedding_net.h"
+#include "uel/train/optimizer.h"
 #include "uel/train/schedule.h"
 
 namespace uel::train {
@@ -30,8 +29,7 @@ struct TrainConfig {
   int64_t epochs = 200;
   int64_t max_steps = 0;  // 0 = no cap; a capped run resumes into the same schedule
   ScheduleConfig schedule;
-  double momentum = 0.9;
-  double weight_decay = 5e-4;
+  OptimizerConfig optimizer;
   uint64_t seed = 0;
   int threads = 0;               // LibTorch threads per rank; 0 = cores / local ranks
   int64_t log_every = 50;        // steps
@@ -134,6 +132,8 @@ class Trainer {
 
  private:
   double train_step(const data::Batch& batch, double lr);
+  // The method's start of an epoch (it may bring its own sampler), then the loader's.
+  void start_epoch(int64_t epoch, int64_t first_step);
   void save_checkpoint();
   // The newest complete checkpoint as rank 0 sees it ("" if none), on every rank: ranks that
   // read the file system at different moments must not take different collective paths.
@@ -151,8 +151,9 @@ class Trainer {
   std::vector<int64_t> test_positions_;
   std::shared_ptr<const data::ImageDataset> gallery_;  // kNN gallery: the training set by default
   std::vector<int64_t> gallery_positions_;
+  std::vector<int64_t> train_labels_;  // of input_.positions, for the methods' diagnostics
   models::EmbeddingNet model_{nullptr};
-  std::unique_ptr<torch::optim::SGD> optimizer_;
+  std::unique_ptr<Optimizer> optimizer_;
   std::unique_ptr<comm::GradSync> grad_sync_;
   std::unique_ptr<methods::Method> method_;
   int64_t epoch_ = 0;
