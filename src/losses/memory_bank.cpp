@@ -7,6 +7,7 @@
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include "counter_uniform.h"
 #include "uel/comm/autograd.h"
 #include "uel/core/error.h"
 #include "uel/core/rng.h"
@@ -61,18 +62,6 @@ struct GatheredDot : public torch::autograd::Function<GatheredDot> {
   }
 };
 
-// The logical right shift of int64 words (ATen's >> is arithmetic on signed types).
-at::Tensor shift_right(const at::Tensor& x, int bits) {
-  return at::bitwise_and(at::bitwise_right_shift(x, bits), (int64_t{1} << (64 - bits)) - 1);
-}
-
-// uel::mix64 on int64 tensors (multiplication wraps modulo 2^64 as on uint64).
-at::Tensor mix64(at::Tensor x) {
-  x = at::bitwise_xor(x, shift_right(x, 30)) * static_cast<int64_t>(0xBF58476D1CE4E5B9ULL);
-  x = at::bitwise_xor(x, shift_right(x, 27)) * static_cast<int64_t>(0x94D049BB133111EBULL);
-  return at::bitwise_xor(x, shift_right(x, 31));
-}
-
 }  // namespace
 
 void validate(const NceConfig& c) {
@@ -120,11 +109,7 @@ void MemoryBank::assign(const at::Tensor& rows) {
 
 at::Tensor MemoryBank::draw_negatives(int64_t queries, int64_t k, uint64_t key) const {
   const auto options = at::TensorOptions().dtype(at::kLong).device(rows_.device());
-  // uel::derive_key(key, counter) for counter = b k + j, then Rng::uniform's 53 bits.
-  const at::Tensor counter = at::arange(queries * k, options);
-  const at::Tensor sub = mix64(counter + static_cast<int64_t>(0x9E3779B97F4A7C15ULL));
-  const at::Tensor bits = mix64(at::bitwise_xor(sub, static_cast<int64_t>(key)));
-  const at::Tensor u = shift_right(bits, 11).to(at::kDouble) * 0x1.0p-53;
+  const at::Tensor u = counter_uniform(at::arange(queries * k, options), key);
   return (u * static_cast<double>(size_)).floor().to(at::kLong).view({queries, k});
 }
 

@@ -14,9 +14,10 @@ enum class RngPurpose : uint64_t {
   kSampler = 1,
   kAugment = 2,
   kSplit = 3,
-  kBank = 4,       // memory-bank initial rows
-  kNegatives = 5,  // NCE negative draws
-  kKMeans = 6,     // k-means initialisation
+  kBank = 4,             // memory-bank initial rows
+  kNegatives = 5,        // NCE negative draws
+  kKMeans = 6,           // k-means initialisation
+  kMarginNegatives = 7,  // distance-weighted negatives of the margin loss
 };
 
 // SplitMix64's finaliser: a bijection on 64-bit words with full avalanche.
