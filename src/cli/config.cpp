@@ -92,7 +92,8 @@ void Config::declare_train(OptionSet& o) {
       "train.method",
       &method.name,
       methods::method_names(),
-      "loss: isif (two views, global-batch softmax) or nce (sharded memory bank)");
+      "isif (two views, global-batch softmax), nce (sharded memory bank) or udml (k-means "
+      "pseudo-labels, pair loss, rotation)");
   o.add(
       "train.batch_size",
       &train.batch_size,
@@ -203,6 +204,55 @@ void Config::declare_train(OptionSet& o) {
       &method.nce.momentum,
       "memory-bank update v <- normalize(m v + (1 - m) f), m in [0, 1)",
       OptionSet::non_negative<double>());
+
+  o.add(
+      "udml.clusters",
+      &method.udml.clusters,
+      "k-means clusters (pseudo-classes)",
+      OptionSet::positive<int64_t>());
+  o.add(
+      "udml.recluster_every",
+      &method.udml.recluster_every,
+      "epochs between re-clusterings, each warm-started from the last centroids",
+      OptionSet::positive<int64_t>());
+  o.add(
+      "udml.kmeans_n_init",
+      &method.udml.kmeans_n_init,
+      "k-means restarts of the first clustering",
+      OptionSet::positive<int64_t>());
+  o.add(
+      "udml.items_per_class",
+      &method.udml.items_per_class,
+      "images per cluster in a batch (batch = train.batch_size / this clusters x this)",
+      OptionSet::positive<int64_t>());
+  o.add_choice(
+      "udml.loss",
+      &method.udml.loss,
+      {"ms", "contrastive"},
+      "pair loss on the pseudo-labels: ms (multi-similarity, the seed) or contrastive");
+  o.add("udml.pos_scale", &method.udml.ms.pos_scale, "ms: positive scale (the seed's --beta)");
+  o.add("udml.neg_scale", &method.udml.ms.neg_scale, "ms: negative scale (the seed's --alpha)");
+  o.add("udml.lambda", &method.udml.ms.lambda, "ms: similarity base lambda");
+  o.add("udml.mining_margin", &method.udml.ms.mining_margin, "ms: pair-mining margin epsilon");
+  o.add(
+      "udml.contrastive_margin",
+      &method.udml.contrastive.margin,
+      "contrastive: negatives are pushed below this cosine similarity");
+  o.add(
+      "udml.rotation_weight",
+      &method.udml.rotation_weight,
+      "weight of the rotation-prediction loss (0 = no rotation head)",
+      OptionSet::non_negative<double>());
+  o.add(
+      "udml.rotation_items",
+      &method.udml.rotation_items,
+      "images of the global batch rotated by 0/90/180/270 degrees",
+      OptionSet::positive<int64_t>());
+  o.add(
+      "udml.rotation_lr_scale",
+      &method.udml.rotation_lr_scale,
+      "rotation head's learning rate / train.lr",
+      OptionSet::positive<double>());
 
   o.add(
       "eval.every",

@@ -18,6 +18,7 @@ struct Entry {
 const Entry kMethods[] = {
     {"isif", make_isif, nullptr, /*views=*/2, /*keeps_train_features=*/false},
     {"nce", make_nce, validate_nce, /*views=*/1, /*keeps_train_features=*/true},
+    {"udml", make_udml, validate_udml, /*views=*/1, /*keeps_train_features=*/false},
 };
 
 const Entry& find(const std::string& name) {

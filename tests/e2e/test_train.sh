@@ -10,6 +10,8 @@
 #  - the memory bank (nce): a 4-rank checkpoint resumed on 4, 2 and 1 ranks gives the same next
 #    loss and the same bank (full softmax, float64), NCE runs and its bank serves the kNN,
 #  - NCE with 64 negatives on 2 and 4 ranks matches 1 rank (the draw does not depend on ranks),
+#  - UDML-SS on 1, 2 and 4 ranks logs the same losses, and a 2-rank run stopped at step 30 and
+#    resumed on 1 rank across a re-clustering ends as the uninterrupted run,
 #  - ISIF, NCE and full-softmax runs log the losses recorded in recorded_losses.txt, digit for
 #    digit (they held before methods became units and must keep holding),
 #  - 30 short runs back to back, each resuming the last one's checkpoint, with comm.check_order:
@@ -202,6 +204,37 @@ for n in (2, 4):
     print(f"NCE {n} ranks vs 1: max relative loss difference {worst:.2e}")
     assert len(loss[n]) == 6 and worst <= 1e-8, (n, worst)
 PY
+
+# --- UDML-SS: world-size invariant, resumed across a re-clustering on another world size ------
+udml=("${common[@]}" --train.method=udml --train.batch_size=40 --udml.rotation_items=8 --udml.clusters=10
+  --udml.recluster_every=2 --train.optimizer=adam --train.lr=1e-3 --train.precision=float64 --train.epochs=3
+  --data.classes=0)
+for np in 1 2 4; do
+  "$mpiexec" -np $np "$uel" train "${udml[@]}" --train.max_steps=8 --out "$tmp/udml$np" >"$tmp/udml$np.log" 2>&1 ||
+    { fail "udml on $np ranks"; tail -5 "$tmp/udml$np.log"; }
+done
+"$mpiexec" -np 2 "$uel" train "${udml[@]}" --out "$tmp/udmlwhole" >"$tmp/udmlwhole.log" 2>&1 || fail "udml, whole run"
+"$mpiexec" -np 2 "$uel" train "${udml[@]}" --train.max_steps=30 --out "$tmp/udmlparts" >/dev/null 2>&1 || fail "udml, part 1"
+"$uel" train "${udml[@]}" --out "$tmp/udmlparts" >"$tmp/udmlparts.log" 2>&1 || fail "udml, part 2 on 1 rank"
+/usr/bin/python3 - "$tmp" <<'PY' && pass || fail "UDML: world sizes or resume differ"
+import json, sys
+t = sys.argv[1]
+loss = lambda run: [json.loads(l)["loss"] for l in open(f"{t}/{run}/metrics.jsonl") if '"loss"' in l]
+for n in (2, 4):
+    worst = max(abs(a - b) / abs(a) for a, b in zip(loss("udml1"), loss(f"udml{n}")))
+    print(f"UDML {n} ranks vs 1: max relative loss difference {worst:.2e}")
+    assert len(loss(f"udml{n}")) == 8 and worst <= 1e-8, (n, worst)
+whole, parts = loss("udmlwhole"), loss("udmlparts")
+worst = max(abs(a - b) / abs(a) for a, b in zip(whole, parts))
+print(f"UDML resumed at step 30 on 1 rank vs whole 2-rank run: {worst:.2e} over {len(whole)} steps")
+assert len(whole) == len(parts) == 75 and worst <= 1e-8, (len(whole), len(parts), worst)
+PY
+[[ $(grep -c "clusters of 1000 images" "$tmp/udmlwhole.log") == 2 ]] && grep -q "epoch 2: 10 clusters" "$tmp/udmlparts.log" &&
+  pass || fail "UDML re-clusters at epochs 0 and 2 (and the resumed run at 2 only)"
+grep -q '"rotation_acc": ' "$tmp/udmlwhole/metrics.jsonl" && pass || fail "UDML logs no rotation accuracy"
+out=$("$uel" train "${udml[@]}" --udml.clusters=4 --out "$tmp/udmlbad" 2>&1)
+[[ $? == 2 ]] && grep -q "udml.clusters 4 is fewer than the 8 clusters a batch draws" <<<"$out" && pass ||
+  fail "udml with too few clusters: $out"
 
 # --- the recorded losses -------------------------------------------------------------------------
 "$uel" train "${common[@]}" --train.method=nce --nce.k=0 --nce.temperature=0.1 --train.precision=float64 \

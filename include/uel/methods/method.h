@@ -20,15 +20,31 @@
 #include "uel/data/sampler.h"
 #include "uel/losses/isif.h"
 #include "uel/losses/memory_bank.h"
+#include "uel/losses/pair_loss.h"
 #include "uel/models/embedding_net.h"
 
 namespace uel::methods {
+
+// UDML-SS (udml.*). Defaults are the seed's published recipe where it has one.
+struct UdmlConfig {
+  int64_t clusters = 100;       // k-means clusters = pseudo-classes
+  int64_t recluster_every = 5;  // epochs between re-clusterings (warm-started)
+  int64_t kmeans_n_init = 1;    // restarts of the first clustering (the seed: 10)
+  int64_t items_per_class = 5;  // k of the m x k batches; m = train.batch_size / k
+  std::string loss = "ms";      // ms (multi-similarity, the seed) | contrastive
+  losses::MultiSimilarityConfig ms;
+  losses::ContrastiveConfig contrastive;
+  double rotation_weight = 0.1;  // of the rotation cross-entropy; 0 = no rotation head
+  int64_t rotation_items = 16;   // images of the global batch rotated four ways
+  double rotation_lr_scale = 1;  // rotation head's lr / train.lr (the seed: rot_lr = lr)
+};
 
 // The options of every method; `name` picks the one that trains (train.method).
 struct MethodConfig {
   std::string name = "isif";
   losses::IsifConfig isif;
   losses::NceConfig nce;
+  UdmlConfig udml;
 };
 
 // What the trainer hands a method when it builds it.
