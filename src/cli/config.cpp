@@ -92,8 +92,8 @@ void Config::declare_train(OptionSet& o) {
       "train.method",
       &method.name,
       methods::method_names(),
-      "isif (two views, global-batch softmax), nce (sharded memory bank) or udml (k-means "
-      "pseudo-labels, pair loss, rotation)");
+      "isif (two views, global-batch softmax), nce (sharded memory bank) udml (k-means "
+      "pseudo-labels, pair loss, rotation) or margin (distance-weighted sampling)");
   o.add(
       "train.batch_size",
       &train.batch_size,
@@ -206,18 +206,18 @@ void Config::declare_train(OptionSet& o) {
       OptionSet::non_negative<double>());
 
   o.add(
-      "udml.clusters",
-      &method.udml.clusters,
-      "k-means clusters (pseudo-classes)",
+      "pseudo.clusters",
+      &method.pseudo.clusters,
+      "udml, margin with labels=kmeans: k-means clusters (pseudo-classes)",
       OptionSet::positive<int64_t>());
   o.add(
-      "udml.recluster_every",
-      &method.udml.recluster_every,
+      "pseudo.recluster_every",
+      &method.pseudo.recluster_every,
       "epochs between re-clusterings, each warm-started from the last centroids",
       OptionSet::positive<int64_t>());
   o.add(
-      "udml.kmeans_n_init",
-      &method.udml.kmeans_n_init,
+      "pseudo.kmeans_n_init",
+      &method.pseudo.kmeans_n_init,
       "k-means restarts of the first clustering",
       OptionSet::positive<int64_t>());
   o.add(
@@ -253,6 +253,27 @@ void Config::declare_train(OptionSet& o) {
       &method.udml.rotation_lr_scale,
       "rotation head's learning rate / train.lr",
       OptionSet::positive<double>());
+
+  o.add_choice(
+      "margin.labels",
+      &method.margin.labels,
+      {"dataset", "kmeans"},
+      "dataset (supervised, the seed) or kmeans (pseudo-labels, pseudo.*)");
+  o.add(
+      "margin.items_per_class",
+      &method.margin.items_per_class,
+      "images per class in a batch (the seed's batch_k)",
+      OptionSet::positive<int64_t>());
+  o.add("margin.margin", &method.margin.loss.margin, "margin alpha");
+  o.add("margin.beta_init", &method.margin.loss.beta_init, "initial boundary beta");
+  o.add("margin.beta_lr", &method.margin.beta_lr, "beta's own SGD (momentum 0.9) learning rate");
+  o.add("margin.per_class_beta", &method.margin.loss.per_class_beta, "one beta per class");
+  o.add("margin.nu", &method.margin.loss.nu, "weight of the beta regulariser");
+  o.add("margin.cutoff", &method.margin.loss.cutoff, "sampling distances clipped below here");
+  o.add(
+      "margin.nonzero_loss_cutoff",
+      &method.margin.loss.nonzero_loss_cutoff,
+      "negatives at or beyond this distance are never drawn");
 
   o.add(
       "eval.every",

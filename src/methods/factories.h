@@ -14,5 +14,7 @@ std::unique_ptr<Method> make_nce(const MethodConfig& config, const MethodSetup& 
 void validate_nce(const MethodConfig& config);
 std::unique_ptr<Method> make_udml(const MethodConfig& config, const MethodSetup& setup);
 void validate_udml(const MethodConfig& config);
+std::unique_ptr<Method> make_margin(const MethodConfig& config, const MethodSetup& setup);
+void validate_margin(const MethodConfig& config);
 
 }  // namespace uel::methods

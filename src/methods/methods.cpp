@@ -19,6 +19,7 @@ const Entry kMethods[] = {
     {"isif", make_isif, nullptr, /*views=*/2, /*keeps_train_features=*/false},
     {"nce", make_nce, validate_nce, /*views=*/1, /*keeps_train_features=*/true},
     {"udml", make_udml, validate_udml, /*views=*/1, /*keeps_train_features=*/false},
+    {"margin", make_margin, validate_margin, /*views=*/1, /*keeps_train_features=*/false},
 };
 
 const Entry& find(const std::string& name) {

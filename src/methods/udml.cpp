@@ -2,7 +2,6 @@
 // every few epochs, batches of m clusters x k images, a pair loss over the global batch on the
 // pseudo-labels, and a rotation-prediction head as self-supervised regulariser.
 
-#include <algorithm>
 #include <filesystem>
 
 #include <ATen/ATen.h>
@@ -10,10 +9,8 @@
 #include <torch/torch.h>
 
 #include "factories.h"
-#include "uel/cluster/kmeans.h"
+#include "pseudo_labels.h"
 #include "uel/core/error.h"
-#include "uel/core/logging.h"
-#include "uel/eval/cluster_metrics.h"
 
 namespace uel::methods {
 namespace {
@@ -22,36 +19,19 @@ namespace fs = std::filesystem;
 
 constexpr int64_t kRotations = 4;  // 0, 90, 180, 270 degrees
 constexpr int64_t kRotationHidden = 512;
+constexpr const char* kFile = "udml.pt";
 
 class Udml final : public Method {
  public:
-  Udml(const UdmlConfig& config, const MethodSetup& setup)
+  Udml(const UdmlConfig& config, const PseudoLabelConfig& pseudo, const MethodSetup& setup)
       : config_(config),
         comm_(setup.comm),
-        seed_(setup.seed),
         global_batch_(setup.global_batch),
-        train_items_(setup.train_items),
-        options_(setup.options) {
-    const int world = comm_->size();
-    UEL_CHECK_CONFIG(
-        global_batch_ % config_.items_per_class == 0,
-        "--train.batch_size {} is not a whole number of clusters of --udml.items_per_class {}",
-        global_batch_,
-        config_.items_per_class);
-    const int64_t per_batch = global_batch_ / config_.items_per_class;
-    UEL_CHECK_CONFIG(
-        config_.clusters >= per_batch,
-        "--udml.clusters {} is fewer than the {} clusters a batch draws (--train.batch_size / "
-        "--udml.items_per_class)",
-        config_.clusters,
-        per_batch);
-    UEL_CHECK_CONFIG(
-        config_.clusters <= train_items_,
-        "--udml.clusters {} exceeds the {} training images",
-        config_.clusters,
-        train_items_);
+        options_(setup.options),
+        pseudo_(pseudo, setup, config.items_per_class, "udml") {
     if (config_.rotation_weight > 0) {
       // Every rank rotates the same number of images, or SyncBatchNorm's collectives differ.
+      const int world = comm_->size();
       UEL_CHECK_CONFIG(
           global_batch_ % config_.rotation_items == 0 &&
               (global_batch_ / world) % (global_batch_ / config_.rotation_items) == 0,
@@ -84,24 +64,17 @@ class Udml final : public Method {
   }
 
   void start_epoch(const EpochContext& context) override {
-    // A run resumed inside an epoch, or between re-clusterings, has its labels from the
-    // checkpoint; every other epoch start at a multiple of recluster_every re-clusters.
-    if (!labels_.empty() &&
-        (context.first_step > 0 || context.epoch % config_.recluster_every != 0)) {
-      return;
-    }
-    recluster(context);
+    pseudo_.start_epoch(context);
   }
 
   std::shared_ptr<const data::Sampler> sampler() const override {
-    return sampler_;
+    return pseudo_.sampler();
   }
 
   at::Tensor loss(const data::Batch& batch, const StepContext& step) override {
     const at::Tensor images = batch.views[0].to(options_.dtype().toScalarType());
     const at::Tensor embeddings = step.model->embed(step.model->features(images));
-    const at::Tensor labels =
-        labels_on_device_.index_select(0, batch.items.to(labels_on_device_.device()));
+    const at::Tensor labels = pseudo_.of(batch.items);
     const losses::PairLoss pair =
         config_.loss == "ms"
             ? losses::multi_similarity_loss(embeddings, labels, *comm_, config_.ms)
@@ -162,10 +135,9 @@ class Udml final : public Method {
 
   void save(const std::string& dir) const override {
     if (comm_->rank() != 0)
-      return;  // pseudo-labels and centroids are the same on every rank
+      return;  // pseudo-labels, centroids and head are the same on every rank
     torch::serialize::OutputArchive archive;
-    archive.write("labels", at::tensor(labels_, at::kLong));
-    archive.write("centroids", centroids_.cpu());
+    pseudo_.save(archive);
     if (rotation_head_) {
       for (const auto& p : rotation_head_->named_parameters())
         archive.write("rotation_head." + p.key(), p.value().cpu());
@@ -186,22 +158,7 @@ class Udml final : public Method {
         dir);
     torch::serialize::InputArchive archive;
     archive.load_from(path);
-    at::Tensor labels, centroids;
-    archive.read("labels", labels);
-    archive.read("centroids", centroids);
-    UEL_CHECK_DATA(
-        labels.numel() == train_items_,
-        "'{}' holds pseudo-labels of {} images, the training set has {}: another dataset, class "
-        "filter or validation split",
-        path,
-        labels.numel(),
-        train_items_);
-    UEL_CHECK_DATA(
-        centroids.size(0) == config_.clusters,
-        "'{}' holds {} centroids, --udml.clusters is {}",
-        path,
-        centroids.size(0),
-        config_.clusters);
+    pseudo_.load(archive, path);
     if (rotation_head_) {
       torch::NoGradGuard no_grad;
       for (auto& p : rotation_head_->named_parameters()) {
@@ -210,9 +167,6 @@ class Udml final : public Method {
         p.value().copy_(value);
       }
     }
-    set_labels(std::vector<int64_t>(
-        labels.data_ptr<int64_t>(), labels.data_ptr<int64_t>() + labels.numel()));
-    centroids_ = centroids.to(options_.device(), options_.dtype().toScalarType());
   }
 
   std::string divergence_hint() const override {
@@ -220,64 +174,12 @@ class Udml final : public Method {
   }
 
  private:
-  static constexpr const char* kFile = "udml.pt";
-
-  void recluster(const EpochContext& context) {
-    const at::Tensor features = context.embed_train();
-    cluster::KMeansConfig kmeans;
-    kmeans.k = config_.clusters;
-    kmeans.n_init = config_.kmeans_n_init;
-    kmeans.max_iter = 100;
-    kmeans.seed = seed_;
-    // Warm start from the last centroids, as the seed does after its first clustering.
-    const cluster::KMeansResult result = cluster::kmeans(features, kmeans, *comm_, centroids_);
-    centroids_ = result.centroids;
-    const at::Tensor all = comm_->all_gather_v(result.assignments).cpu().contiguous();
-    set_labels(
-        std::vector<int64_t>(all.data_ptr<int64_t>(), all.data_ptr<int64_t>() + all.numel()));
-    std::vector<int64_t> sizes(
-        result.counts.cpu().data_ptr<int64_t>(),
-        result.counts.cpu().data_ptr<int64_t>() + config_.clusters);
-    std::sort(sizes.begin(), sizes.end());
-    const double nmi = eval::nmi(at::tensor(context.train_labels, at::kLong), all);
-    log_info(
-        "epoch {}: {} clusters of {} images (sizes {} / {} / {} min / median / max, {} empty "
-        "re-seeded, {} Lloyd steps, inertia {:.4g}); NMI with the true labels {:.4f} (diagnostic)",
-        context.epoch,
-        config_.clusters,
-        all.numel(),
-        sizes.front(),
-        sizes[sizes.size() / 2],
-        sizes.back(),
-        result.empty_reseeded,
-        result.iterations,
-        result.inertia,
-        nmi);
-  }
-
-  void set_labels(std::vector<int64_t> labels) {
-    labels_ = std::move(labels);
-    labels_on_device_ = at::tensor(labels_, at::kLong).to(options_.device());
-    sampler_ = std::make_shared<data::ClassBalancedSampler>(
-        labels_,
-        global_batch_ / config_.items_per_class,
-        config_.items_per_class,
-        comm_->rank(),
-        comm_->size(),
-        seed_);
-  }
-
   UdmlConfig config_;
   std::shared_ptr<comm::Communicator> comm_;
-  uint64_t seed_;
   int64_t global_batch_;
-  int64_t train_items_;
   at::TensorOptions options_;
+  PseudoLabels pseudo_;
   torch::nn::Sequential rotation_head_{nullptr};
-  std::vector<int64_t> labels_;  // pseudo-label of every training position
-  at::Tensor labels_on_device_;
-  at::Tensor centroids_;
-  std::shared_ptr<const data::Sampler> sampler_;
   double skipped_sum_ = 0;
   int64_t pair_steps_ = 0;
   at::Tensor rotation_correct_;
@@ -287,16 +189,12 @@ class Udml final : public Method {
 }  // namespace
 
 std::unique_ptr<Method> make_udml(const MethodConfig& config, const MethodSetup& setup) {
-  return std::make_unique<Udml>(config.udml, setup);
+  return std::make_unique<Udml>(config.udml, config.pseudo, setup);
 }
 
 void validate_udml(const MethodConfig& config) {
   const UdmlConfig& c = config.udml;
-  UEL_CHECK_CONFIG(c.clusters >= 2, "--udml.clusters must be at least 2, got {}", c.clusters);
-  UEL_CHECK_CONFIG(
-      c.recluster_every >= 1,
-      "--udml.recluster_every must be at least 1 epoch, got {}",
-      c.recluster_every);
+  validate(config.pseudo);
   UEL_CHECK_CONFIG(
       c.items_per_class >= 2,
       "--udml.items_per_class must be at least 2 (an image needs a positive), got {}",
@@ -310,7 +208,6 @@ void validate_udml(const MethodConfig& config) {
   UEL_CHECK_CONFIG(c.rotation_weight >= 0, "--udml.rotation_weight must be >= 0");
   UEL_CHECK_CONFIG(c.rotation_items >= 1, "--udml.rotation_items must be at least 1");
   UEL_CHECK_CONFIG(c.rotation_lr_scale > 0, "--udml.rotation_lr_scale must be positive");
-  UEL_CHECK_CONFIG(c.kmeans_n_init >= 1, "--udml.kmeans_n_init must be at least 1");
 }
 
 }  // namespace uel::methods

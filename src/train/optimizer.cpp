@@ -1,8 +1,12 @@
 #include "uel/train/optimizer.h"
 
+#include <algorithm>
+#include <map>
+
 #include <torch/optim/adam.h>
 #include <torch/optim/adamw.h>
 #include <torch/optim/sgd.h>
+#include <torch/serialize.h>
 
 #include "uel/core/error.h"
 
@@ -20,56 +24,108 @@ void validate(const OptimizerConfig& c) {
       c.beta2);
 }
 
+namespace {
+
+std::unique_ptr<torch::optim::OptimizerOptions> options_for(
+    const std::string& name, const OptimizerConfig& c, double lr, double wd, double momentum) {
+  if (name == "sgd") {
+    return std::make_unique<torch::optim::SGDOptions>(
+        torch::optim::SGDOptions(lr).momentum(momentum).weight_decay(wd));
+  }
+  if (name == "adam") {
+    return std::make_unique<torch::optim::AdamOptions>(
+        torch::optim::AdamOptions(lr).betas({c.beta1, c.beta2}).weight_decay(wd));
+  }
+  return std::make_unique<torch::optim::AdamWOptions>(
+      torch::optim::AdamWOptions(lr).betas({c.beta1, c.beta2}).weight_decay(wd));
+}
+
+std::unique_ptr<torch::optim::Optimizer> make(
+    const std::string& name,
+    std::vector<torch::optim::OptimizerParamGroup> groups,
+    const torch::optim::OptimizerOptions& defaults) {
+  if (name == "sgd") {
+    return std::make_unique<torch::optim::SGD>(
+        std::move(groups), static_cast<const torch::optim::SGDOptions&>(defaults));
+  }
+  if (name == "adam") {
+    return std::make_unique<torch::optim::Adam>(
+        std::move(groups), static_cast<const torch::optim::AdamOptions&>(defaults));
+  }
+  return std::make_unique<torch::optim::AdamW>(
+      std::move(groups), static_cast<const torch::optim::AdamWOptions&>(defaults));
+}
+
+}  // namespace
+
 Optimizer::Optimizer(const OptimizerConfig& config, double lr, std::vector<OptimizerGroup> groups) {
   validate(config);
-  // Each group's options are the optimizer's options with its own lr and weight decay.
-  const auto options_for =
-      [&](const OptimizerGroup& g) -> std::unique_ptr<torch::optim::OptimizerOptions> {
-    const double group_lr = lr * g.lr_scale;
-    if (config.name == "sgd") {
-      return std::make_unique<torch::optim::SGDOptions>(torch::optim::SGDOptions(group_lr)
-                                                            .momentum(config.momentum)
-                                                            .weight_decay(g.weight_decay));
-    }
-    if (config.name == "adam") {
-      return std::make_unique<torch::optim::AdamOptions>(torch::optim::AdamOptions(group_lr)
-                                                             .betas({config.beta1, config.beta2})
-                                                             .weight_decay(g.weight_decay));
-    }
-    return std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(group_lr)
-                                                            .betas({config.beta1, config.beta2})
-                                                            .weight_decay(g.weight_decay));
-  };
-  std::vector<torch::optim::OptimizerParamGroup> torch_groups;
+  // One torch optimizer per kind, in the order kinds first appear; each group keeps its slot.
+  std::vector<std::string> kinds;
+  std::map<std::string, std::vector<torch::optim::OptimizerParamGroup>> by_kind;
   for (const OptimizerGroup& g : groups) {
-    scales_.push_back(g.lr_scale);
-    torch_groups.emplace_back(g.params, options_for(g));
+    const std::string kind = g.optimizer.empty() ? config.name : g.optimizer;
+    UEL_CHECK(kind == "sgd" || kind == "adam" || kind == "adamw", "unknown optimizer '{}'", kind);
+    if (!by_kind.count(kind))
+      kinds.push_back(kind);
+    auto& list = by_kind[kind];
+    const size_t index =
+        static_cast<size_t>(std::find(kinds.begin(), kinds.end(), kind) - kinds.begin());
+    slots_.push_back({index, list.size(), g.lr_scale, !g.fixed_lr.has_value()});
+    const double momentum = g.optimizer.empty() ? config.momentum : g.momentum;
+    list.emplace_back(
+        g.params,
+        options_for(kind, config, g.fixed_lr.value_or(lr * g.lr_scale), g.weight_decay, momentum));
   }
-  const OptimizerGroup defaults{{}, 1, config.weight_decay};
-  if (config.name == "sgd") {
-    optimizer_ = std::make_unique<torch::optim::SGD>(
-        torch_groups, static_cast<torch::optim::SGDOptions&>(*options_for(defaults)));
-  } else if (config.name == "adam") {
-    optimizer_ = std::make_unique<torch::optim::Adam>(
-        torch_groups, static_cast<torch::optim::AdamOptions&>(*options_for(defaults)));
-  } else {
-    optimizer_ = std::make_unique<torch::optim::AdamW>(
-        torch_groups, static_cast<torch::optim::AdamWOptions&>(*options_for(defaults)));
+  for (const std::string& kind : kinds) {
+    const auto defaults = options_for(kind, config, lr, config.weight_decay, config.momentum);
+    optimizers_.push_back(make(kind, std::move(by_kind[kind]), *defaults));
   }
 }
 
 void Optimizer::set_lr(double lr) {
-  auto& groups = optimizer_->param_groups();
-  for (size_t i = 0; i < groups.size(); ++i)
-    groups[i].options().set_lr(lr * scales_[i]);
+  for (const Slot& slot : slots_) {
+    if (slot.scheduled)
+      optimizers_[slot.optimizer]->param_groups()[slot.group].options().set_lr(lr * slot.lr_scale);
+  }
 }
 
 void Optimizer::zero_grad() {
-  optimizer_->zero_grad();
+  for (auto& optimizer : optimizers_)
+    optimizer->zero_grad();
 }
 
 void Optimizer::step() {
-  optimizer_->step();
+  for (auto& optimizer : optimizers_)
+    optimizer->step();
+}
+
+void Optimizer::save(const std::string& path) const {
+  if (optimizers_.size() == 1) {
+    torch::save(*optimizers_[0], path);
+    return;
+  }
+  torch::serialize::OutputArchive archive;
+  for (size_t i = 0; i < optimizers_.size(); ++i) {
+    torch::serialize::OutputArchive part;
+    optimizers_[i]->save(part);
+    archive.write(std::to_string(i), part);
+  }
+  archive.save_to(path);
+}
+
+void Optimizer::load(const std::string& path) {
+  if (optimizers_.size() == 1) {
+    torch::load(*optimizers_[0], path);
+    return;
+  }
+  torch::serialize::InputArchive archive;
+  archive.load_from(path);
+  for (size_t i = 0; i < optimizers_.size(); ++i) {
+    torch::serialize::InputArchive part;
+    archive.read(std::to_string(i), part);
+    optimizers_[i]->load(part);
+  }
 }
 
 }  // namespace uel::train

@@ -207,6 +207,7 @@ Trainer::Trainer(RunConfig config, std::string run_dir)
   setup.global_batch = config_.train.batch_size;
   setup.embedding_dim = config_.model.low_dim;
   setup.feature_dim = model_->feature_dim();
+  setup.num_classes = input_.dataset->info().num_classes;
   setup.seed = config_.train.seed;
   setup.options = at::TensorOptions().device(device_).dtype(dtype_);
   method_ = methods::make_method(config_.method, setup);
@@ -226,6 +227,9 @@ Trainer::Trainer(RunConfig config, std::string run_dir)
     OptimizerGroup& g = groups.emplace_back();
     g.lr_scale = group.lr_scale;
     g.weight_decay = group.weight_decay.value_or(config_.train.optimizer.weight_decay);
+    g.optimizer = group.optimizer.value_or("");
+    g.momentum = group.momentum;
+    g.fixed_lr = group.lr;
     for (auto& [name, tensor] : group.params) {
       g.params.push_back(tensor);
       params.emplace_back(fmt::format("method.{}", name), tensor);
@@ -300,7 +304,7 @@ void Trainer::save_checkpoint() {
   fs::create_directories(dir);  // on every rank: a method's files may be per rank
   if (comm_->rank() == 0) {
     models::save_weights(*model_, (fs::path(dir) / "model.pt").string());
-    torch::save(optimizer_->torch_optimizer(), (fs::path(dir) / "optim.pt").string());
+    optimizer_->save((fs::path(dir) / "optim.pt").string());
     CheckpointState state;
     state.epoch = epoch;
     state.step_in_epoch = step_in_epoch;
@@ -327,7 +331,7 @@ void Trainer::load_checkpoint(const std::string& dir, bool with_state) {
   method_->load(dir, state.world_size);
   if (!with_state)
     return;
-  torch::load(optimizer_->torch_optimizer(), (fs::path(dir) / "optim.pt").string());
+  optimizer_->load((fs::path(dir) / "optim.pt").string());
   epoch_ = state.epoch;
   step_in_epoch_ = state.step_in_epoch;
   global_step_ = state.global_step;

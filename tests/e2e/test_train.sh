@@ -10,8 +10,10 @@
 #  - the memory bank (nce): a 4-rank checkpoint resumed on 4, 2 and 1 ranks gives the same next
 #    loss and the same bank (full softmax, float64), NCE runs and its bank serves the kNN,
 #  - NCE with 64 negatives on 2 and 4 ranks matches 1 rank (the draw does not depend on ranks),
-#  - UDML-SS on 1, 2 and 4 ranks logs the same losses, and a 2-rank run stopped at step 30 and
+#  - UDML-SS on 1, 2 and 4 ranks logs the same losses over 28 steps with a re-clustering at step
+#    25, and a 2-rank run stopped at step 30 and
 #    resumed on 1 rank across a re-clustering ends as the uninterrupted run,
+#  - the margin loss on 1, 2 and 4 ranks logs the same losses and beta, also resumed from 2 on 4,
 #  - ISIF, NCE and full-softmax runs log the losses recorded in recorded_losses.txt, digit for
 #    digit (they held before methods became units and must keep holding),
 #  - 30 short runs back to back, each resuming the last one's checkpoint, with comm.check_order:
@@ -26,9 +28,10 @@ fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 pass() { passed=$((passed + 1)); }
 
 "$uel" prepare fashion-mnist --src /usr/share/datasets/fashion-mnist --out "$tmp/fm" >/dev/null || exit 1
-common=(--data.train="$tmp/fm/test.h5" --data.test="$tmp/fm/test.h5" --aug.mean=0.286 --aug.std=0.353
-  --model.width=8 --model.low_dim=32 --model.sync_bn=true --train.batch_size=64 --train.log_every=1
-  --eval.every=0 --train.threads=1)
+# Options may be given once: `base` leaves the batch size and evaluation to each run.
+base=(--data.train="$tmp/fm/test.h5" --data.test="$tmp/fm/test.h5" --aug.mean=0.286 --aug.std=0.353
+  --model.width=8 --model.low_dim=32 --model.sync_bn=true --train.log_every=1 --train.threads=1)
+common=("${base[@]}" --train.batch_size=64 --eval.every=0)
 
 losses() { /usr/bin/python3 -c '
 import json, sys
@@ -123,7 +126,7 @@ assert 0 < got["nmi"] <= 1 and got["queries"] == 10000, got
 PY
 
 # --- unseen categories: train on classes 0-4, evaluate on the test images of 5-9 --------------
-"$uel" train "${common[@]}" --data.classes=0-4 --data.test_classes=5-9 --eval.every=1 \
+"$uel" train "${base[@]}" --train.batch_size=64 --data.classes=0-4 --data.test_classes=5-9 --eval.every=1 \
   --eval.protocol=recall,nmi --train.epochs=1 --train.max_steps=3 --out "$tmp/unseen" >"$tmp/unseen.log" 2>&1 ||
   { fail "unseen-category training"; tail -5 "$tmp/unseen.log"; }
 out=$("$uel" eval --run "$tmp/unseen" 2>&1 | tail -1)
@@ -206,11 +209,12 @@ for n in (2, 4):
 PY
 
 # --- UDML-SS: world-size invariant, resumed across a re-clustering on another world size ------
-udml=("${common[@]}" --train.method=udml --train.batch_size=40 --udml.rotation_items=8 --udml.clusters=10
-  --udml.recluster_every=2 --train.optimizer=adam --train.lr=1e-3 --train.precision=float64 --train.epochs=3
+udml_base=("${base[@]}" --eval.every=0 --train.method=udml --train.batch_size=40 --udml.rotation_items=8
+  --pseudo.recluster_every=1 --train.optimizer=adam --train.lr=1e-3 --train.precision=float64 --train.epochs=3
   --data.classes=0)
+udml=("${udml_base[@]}" --pseudo.clusters=10)
 for np in 1 2 4; do
-  "$mpiexec" -np $np "$uel" train "${udml[@]}" --train.max_steps=8 --out "$tmp/udml$np" >"$tmp/udml$np.log" 2>&1 ||
+  "$mpiexec" -np $np "$uel" train "${udml[@]}" --train.max_steps=28 --out "$tmp/udml$np" >"$tmp/udml$np.log" 2>&1 ||
     { fail "udml on $np ranks"; tail -5 "$tmp/udml$np.log"; }
 done
 "$mpiexec" -np 2 "$uel" train "${udml[@]}" --out "$tmp/udmlwhole" >"$tmp/udmlwhole.log" 2>&1 || fail "udml, whole run"
@@ -223,18 +227,44 @@ loss = lambda run: [json.loads(l)["loss"] for l in open(f"{t}/{run}/metrics.json
 for n in (2, 4):
     worst = max(abs(a - b) / abs(a) for a, b in zip(loss("udml1"), loss(f"udml{n}")))
     print(f"UDML {n} ranks vs 1: max relative loss difference {worst:.2e}")
-    assert len(loss(f"udml{n}")) == 8 and worst <= 1e-8, (n, worst)
+    assert len(loss(f"udml{n}")) == 28 and worst <= 1e-8, (n, worst)
 whole, parts = loss("udmlwhole"), loss("udmlparts")
 worst = max(abs(a - b) / abs(a) for a, b in zip(whole, parts))
 print(f"UDML resumed at step 30 on 1 rank vs whole 2-rank run: {worst:.2e} over {len(whole)} steps")
 assert len(whole) == len(parts) == 75 and worst <= 1e-8, (len(whole), len(parts), worst)
 PY
-[[ $(grep -c "clusters of 1000 images" "$tmp/udmlwhole.log") == 2 ]] && grep -q "epoch 2: 10 clusters" "$tmp/udmlparts.log" &&
-  pass || fail "UDML re-clusters at epochs 0 and 2 (and the resumed run at 2 only)"
+[[ $(grep -c "clusters of 1000 images" "$tmp/udmlwhole.log") == 3 && $(grep -c "clusters of" "$tmp/udmlparts.log") == 1 ]] &&
+  grep -q "epoch 2: 10 clusters" "$tmp/udmlparts.log" && pass ||
+  fail "UDML re-clusters at epochs 0, 1 and 2 (and the run resumed inside epoch 1 at 2 only)"
 grep -q '"rotation_acc": ' "$tmp/udmlwhole/metrics.jsonl" && pass || fail "UDML logs no rotation accuracy"
-out=$("$uel" train "${udml[@]}" --udml.clusters=4 --out "$tmp/udmlbad" 2>&1)
-[[ $? == 2 ]] && grep -q "udml.clusters 4 is fewer than the 8 clusters a batch draws" <<<"$out" && pass ||
+out=$("$uel" train "${udml_base[@]}" --pseudo.clusters=4 --out "$tmp/udmlbad" 2>&1)
+[[ $? == 2 ]] && grep -q "pseudo.clusters 4 is fewer than the 8 clusters a batch draws" <<<"$out" && pass ||
   fail "udml with too few clusters: $out"
+out=$("$uel" train "${udml_base[@]}" --pseudo.clusters=2000 --out "$tmp/udmlbad" 2>&1)
+[[ $? == 2 ]] && grep -q "pseudo.clusters 2000 exceeds the 1000 training images" <<<"$out" && pass ||
+  fail "udml with more clusters than images: $out"
+
+# --- margin loss: world-size invariant draws and losses, resume on another world size ---------
+margin=("${base[@]}" --eval.every=0 --train.method=margin --train.batch_size=20 --margin.items_per_class=4
+  --train.optimizer=adam --train.lr=1e-4 --train.precision=float64 --train.epochs=2 --data.classes=0-4)
+for np in 1 2 4; do
+  "$mpiexec" -np $np "$uel" train "${margin[@]}" --train.max_steps=6 --out "$tmp/margin$np" >"$tmp/margin$np.log" 2>&1 ||
+    { fail "margin on $np ranks"; tail -5 "$tmp/margin$np.log"; }
+done
+"$mpiexec" -np 2 "$uel" train "${margin[@]}" --train.max_steps=3 --out "$tmp/marginparts" >/dev/null 2>&1 || fail "margin, part 1"
+"$mpiexec" -np 4 "$uel" train "${margin[@]}" --train.max_steps=6 --out "$tmp/marginparts" >/dev/null 2>&1 || fail "margin, part 2 on 4 ranks"
+/usr/bin/python3 - "$tmp" <<'PY' && pass || fail "margin: world sizes or resume differ"
+import json, sys
+t = sys.argv[1]
+rows = lambda run: [json.loads(l) for l in open(f"{t}/{run}/metrics.jsonl") if '"loss"' in l]
+ref = rows("margin1")
+assert len(ref) == 6 and all("active" in r and "beta" in r for r in ref), ref
+for run in ("margin2", "margin4", "marginparts"):
+    got = rows(run)
+    worst = max(max(abs(a["loss"] - b["loss"]) / abs(a["loss"]), abs(a["beta"] - b["beta"])) for a, b in zip(ref, got))
+    print(f"margin {run} vs 1 rank: max relative loss / beta difference {worst:.2e}")
+    assert len(got) == 6 and worst <= 1e-8, (run, worst)
+PY
 
 # --- the recorded losses -------------------------------------------------------------------------
 "$uel" train "${common[@]}" --train.method=nce --nce.k=0 --nce.temperature=0.1 --train.precision=float64 \

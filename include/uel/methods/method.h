@@ -19,17 +19,22 @@
 #include "uel/data/loader.h"
 #include "uel/data/sampler.h"
 #include "uel/losses/isif.h"
+#include "uel/losses/margin.h"
 #include "uel/losses/memory_bank.h"
 #include "uel/losses/pair_loss.h"
 #include "uel/models/embedding_net.h"
 
 namespace uel::methods {
 
-// UDML-SS (udml.*). Defaults are the seed's published recipe where it has one.
-struct UdmlConfig {
+// k-means pseudo-labels (pseudo.*), for udml and for margin with margin.labels=kmeans.
+struct PseudoLabelConfig {
   int64_t clusters = 100;       // k-means clusters = pseudo-classes
   int64_t recluster_every = 5;  // epochs between re-clusterings (warm-started)
-  int64_t kmeans_n_init = 1;    // restarts of the first clustering (the seed: 10)
+  int64_t kmeans_n_init = 1;    // restarts of the first clustering (the UDML-SS seed: 10)
+};
+
+// UDML-SS (udml.*). Defaults are the seed's published recipe where it has one.
+struct UdmlConfig {
   int64_t items_per_class = 5;  // k of the m x k batches; m = train.batch_size / k
   std::string loss = "ms";      // ms (multi-similarity, the seed) | contrastive
   losses::MultiSimilarityConfig ms;
@@ -39,12 +44,22 @@ struct UdmlConfig {
   double rotation_lr_scale = 1;  // rotation head's lr / train.lr (the seed: rot_lr = lr)
 };
 
+// Margin loss with distance-weighted sampling (margin.*), the MXNet Gluon seed's defaults.
+struct MarginMethodConfig {
+  losses::MarginConfig loss;
+  std::string labels = "dataset";  // dataset (supervised, the seed) | kmeans (pseudo.*)
+  int64_t items_per_class = 5;     // k of the m x k batches (the seed's batch_k)
+  double beta_lr = 0.1;            // beta's own SGD (momentum 0.9, no weight decay)
+};
+
 // The options of every method; `name` picks the one that trains (train.method).
 struct MethodConfig {
   std::string name = "isif";
   losses::IsifConfig isif;
   losses::NceConfig nce;
+  PseudoLabelConfig pseudo;
   UdmlConfig udml;
+  MarginMethodConfig margin;
 };
 
 // What the trainer hands a method when it builds it.
@@ -54,6 +69,7 @@ struct MethodSetup {
   int64_t global_batch = 0;
   int64_t embedding_dim = 0;
   int64_t feature_dim = 0;  // backbone features (EmbeddingNet::features)
+  int64_t num_classes = 0;  // classes of the dataset's labels
   uint64_t seed = 0;
   at::TensorOptions options;  // training device and dtype
 };
@@ -79,6 +95,11 @@ struct ParamGroup {
   std::vector<std::pair<std::string, at::Tensor>> params;  // named for GradSync's errors
   double lr_scale = 1;                                     // of the schedule's learning rate
   std::optional<double> weight_decay;                      // default: train.weight_decay
+  // Its own optimizer instead of train.optimizer: "sgd" with `momentum` at a fixed `lr`
+  // outside the schedule (margin's beta, as the seed's second trainer).
+  std::optional<std::string> optimizer;
+  double momentum = 0.9;
+  std::optional<double> lr;
 };
 
 // What a method sees of the step it computes.

@@ -4,6 +4,7 @@
 // multiplier and weight decay (the embedding net, a method's heads).
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,22 +25,33 @@ struct OptimizerGroup {
   std::vector<at::Tensor> params;
   double lr_scale = 1;
   double weight_decay = 0;
+  // A group may have its own optimizer ("sgd" with `momentum`) at a fixed learning rate outside
+  // the schedule; "" follows OptimizerConfig and the schedule.
+  std::string optimizer;
+  double momentum = 0.9;
+  std::optional<double> fixed_lr;
 };
 
 class Optimizer {
  public:
   Optimizer(const OptimizerConfig& config, double lr, std::vector<OptimizerGroup> groups);
-  // Sets every group's learning rate to lr x its scale (the schedule, every step).
+  // Sets every scheduled group's learning rate to lr x its scale (every step).
   void set_lr(double lr);
   void zero_grad();
   void step();
-  torch::optim::Optimizer& torch_optimizer() {
-    return *optimizer_;
-  }
+  // One file for every optimizer's state (a single optimizer is saved as torch::save does).
+  void save(const std::string& path) const;
+  void load(const std::string& path);
 
  private:
-  std::vector<double> scales_;
-  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  struct Slot {
+    size_t optimizer;  // index into optimizers_
+    size_t group;      // its param group there
+    double lr_scale;
+    bool scheduled;
+  };
+  std::vector<Slot> slots_;
+  std::vector<std::unique_ptr<torch::optim::Optimizer>> optimizers_;
 };
 
 // ConfigError naming the valid values.
