@@ -28,7 +28,7 @@ const std::map<std::string, Command>& commands() {
       {"cluster",
        {uel::cli::run_cluster, "distributed k-means on embeddings (NMI/ARI if labelled)"}},
       {"train", {uel::cli::run_train, "train an embedding (mpirun/srun for several ranks)"}},
-      {"eval", {uel::cli::run_eval, "evaluate a run's latest checkpoint (weighted kNN)"}},
+      {"eval", {uel::cli::run_eval, "evaluate a run's latest checkpoint (kNN, Recall@K, NMI)"}},
       {"embed", {uel::cli::run_embed, "write a dataset's embeddings to HDF5"}},
   };
   return table;
