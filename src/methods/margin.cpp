@@ -3,7 +3,6 @@
 // 1/q(d) over the global batch, a learnable boundary beta on its own SGD. Labels are the
 // dataset's (supervised, the seed) or k-means pseudo-labels (margin.labels=kmeans).
 
-#include <filesystem>
 #include <optional>
 
 #include <ATen/ATen.h>
@@ -11,14 +10,13 @@
 #include <torch/torch.h>
 
 #include "factories.h"
+#include "method_file.h"
 #include "pseudo_labels.h"
 #include "uel/core/error.h"
 #include "uel/core/rng.h"
 
 namespace uel::methods {
 namespace {
-
-namespace fs = std::filesystem;
 
 constexpr const char* kFile = "margin.pt";
 
@@ -119,22 +117,12 @@ class Margin final : public Method {
     archive.write("beta", beta_.detach().cpu());
     if (pseudo_)
       pseudo_->save(archive);
-    const std::string path = (fs::path(dir) / kFile).string();
-    archive.save_to(path + ".tmp");
-    fs::rename(path + ".tmp", path);
+    save_method_file(archive, dir, kFile);
   }
 
   void load(const std::string& dir, int /*saved_world_size*/) override {
-    const std::string path = (fs::path(dir) / kFile).string();
-    UEL_CHECK_DATA(
-        fs::exists(path),
-        "'{}' has no {}: it was not saved by --train.method=margin; start from its weights with "
-        "--model.weights={}/model.pt instead",
-        dir,
-        kFile,
-        dir);
     torch::serialize::InputArchive archive;
-    archive.load_from(path);
+    const std::string path = load_method_file(archive, dir, kFile, name());
     at::Tensor beta;
     archive.read("beta", beta);
     UEL_CHECK_DATA(

@@ -2,20 +2,17 @@
 // every few epochs, batches of m clusters x k images, a pair loss over the global batch on the
 // pseudo-labels, and a rotation-prediction head as self-supervised regulariser.
 
-#include <filesystem>
-
 #include <ATen/ATen.h>
 #include <torch/serialize.h>
 #include <torch/torch.h>
 
 #include "factories.h"
+#include "method_file.h"
 #include "pseudo_labels.h"
 #include "uel/core/error.h"
 
 namespace uel::methods {
 namespace {
-
-namespace fs = std::filesystem;
 
 constexpr int64_t kRotations = 4;  // 0, 90, 180, 270 degrees
 constexpr int64_t kRotationHidden = 512;
@@ -142,22 +139,12 @@ class Udml final : public Method {
       for (const auto& p : rotation_head_->named_parameters())
         archive.write("rotation_head." + p.key(), p.value().cpu());
     }
-    const std::string path = (fs::path(dir) / kFile).string();
-    archive.save_to(path + ".tmp");
-    fs::rename(path + ".tmp", path);
+    save_method_file(archive, dir, kFile);
   }
 
   void load(const std::string& dir, int /*saved_world_size*/) override {
-    const std::string path = (fs::path(dir) / kFile).string();
-    UEL_CHECK_DATA(
-        fs::exists(path),
-        "'{}' has no {}: it was not saved by --train.method=udml; start from its weights with "
-        "--model.weights={}/model.pt instead",
-        dir,
-        kFile,
-        dir);
     torch::serialize::InputArchive archive;
-    archive.load_from(path);
+    const std::string path = load_method_file(archive, dir, kFile, name());
     pseudo_.load(archive, path);
     if (rotation_head_) {
       torch::NoGradGuard no_grad;

@@ -12,8 +12,8 @@
 
 #include <gtest/gtest.h>
 
+#include "shards.h"
 #include "uel/comm/world.h"
-#include "uel/core/shard.h"
 #include "uel/eval/knn.h"
 #include "uel/eval/recall.h"
 #include "uel/eval/top_k.h"
@@ -27,24 +27,9 @@ std::unique_ptr<comm::Communicator> cpu_comm() {
 
 using Split = std::function<at::Tensor(const at::Tensor&, const comm::Communicator&)>;
 
-at::Tensor even_split(const at::Tensor& all, const comm::Communicator& comm) {
-  const ShardRange s = shard_range(all.size(0), comm.rank(), comm.size());
-  return all.slice(0, s.begin, s.end);
-}
-
-// Every row on ranks 0..P-2, none on the last rank (P > 1).
-at::Tensor last_rank_empty(const at::Tensor& all, const comm::Communicator& comm) {
-  if (comm.size() == 1)
-    return all;
-  if (comm.rank() == comm.size() - 1)
-    return all.slice(0, 0, 0);
-  const ShardRange s = shard_range(all.size(0), comm.rank(), comm.size() - 1);
-  return all.slice(0, s.begin, s.end);
-}
-
 const std::vector<std::pair<const char*, Split>>& splits() {
   static const std::vector<std::pair<const char*, Split>> all = {
-      {"even", even_split}, {"last rank empty", last_rank_empty}};
+      {"even", test::even_split}, {"last rank empty", test::last_rank_empty}};
   return all;
 }
 
@@ -236,7 +221,10 @@ TEST(Recall, SelfIsNeverItsOwnNeighbour) {
   // Every label is unique: without self-exclusion each query would find itself at rank 1.
   const at::Tensor x = unit_features(9, 4, 11);
   const RecallResult r = recall_at_k(
-      even_split(x, *comm), even_split(torch::arange(9, torch::kLong), *comm), {1, 8}, *comm);
+      test::even_split(x, *comm),
+      test::even_split(torch::arange(9, torch::kLong), *comm),
+      {1, 8},
+      *comm);
   EXPECT_EQ(r.recall, (std::vector<double>{0.0, 0.0}));
 }
 

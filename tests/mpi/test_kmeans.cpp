@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include "shards.h"
 #include "test_util.h"
 #include "uel/cluster/kmeans.h"
 #include "uel/comm/world.h"
@@ -44,21 +45,6 @@ Blobs make_blobs(const at::Tensor& centers, const std::vector<int64_t>& sizes, d
   return {torch::cat(xs).index_select(0, order), torch::cat(ls).index_select(0, order), centers};
 }
 
-at::Tensor shard_of(const at::Tensor& all, const comm::Communicator& comm) {
-  const ShardRange s = shard_range(all.size(0), comm.rank(), comm.size());
-  return all.slice(0, s.begin, s.end);
-}
-
-// Every row on ranks 0..P-2, none on the last rank (P > 1).
-at::Tensor shard_leaving_last_empty(const at::Tensor& all, const comm::Communicator& comm) {
-  if (comm.size() == 1)
-    return all;
-  if (comm.rank() == comm.size() - 1)
-    return all.slice(0, 0, 0);
-  const ShardRange s = shard_range(all.size(0), comm.rank(), comm.size() - 1);
-  return all.slice(0, s.begin, s.end);
-}
-
 // Brute force on every row: each row's nearest centroid and the inertia of the assignments.
 void expect_consistent(const at::Tensor& x, const KMeansResult& r, comm::Communicator& comm) {
   const at::Tensor assigned = comm.all_gather_v(r.assignments);
@@ -88,7 +74,7 @@ TEST(KMeans, RecoversSeparatedBlobs) {
   KMeansConfig config;
   config.k = 4;
   config.seed = 3;
-  const KMeansResult r = kmeans(shard_of(blobs.x, *comm), config, *comm);
+  const KMeansResult r = kmeans(test::even_split(blobs.x, *comm), config, *comm);
   expect_consistent(blobs.x, r, *comm);
   // Each blob is one cluster and each cluster one blob, near the blob's centre.
   const at::Tensor assigned = comm->all_gather_v(r.assignments);
@@ -118,8 +104,8 @@ TEST(KMeans, SameSeedSameCentroidsOnAnyWorldSize) {
       config.n_init = 3;
       config.seed = 42;
       const KMeansResult single = kmeans(blobs.x, config, alone);
-      expect_same(kmeans(shard_of(blobs.x, *comm), config, *comm), single, *comm);
-      expect_same(kmeans(shard_leaving_last_empty(blobs.x, *comm), config, *comm), single, *comm);
+      expect_same(kmeans(test::even_split(blobs.x, *comm), config, *comm), single, *comm);
+      expect_same(kmeans(test::last_rank_empty(blobs.x, *comm), config, *comm), single, *comm);
     }
   }
 }
@@ -130,8 +116,9 @@ TEST(KMeans, FloatFeaturesMatchFloat64) {
   KMeansConfig config;
   config.k = 4;
   config.seed = 1;
-  const KMeansResult f64 = kmeans(shard_of(blobs.x, *comm), config, *comm);
-  const KMeansResult f32 = kmeans(shard_of(blobs.x.to(torch::kFloat), *comm), config, *comm);
+  const KMeansResult f64 = kmeans(test::even_split(blobs.x, *comm), config, *comm);
+  const KMeansResult f32 =
+      kmeans(test::even_split(blobs.x.to(torch::kFloat), *comm), config, *comm);
   EXPECT_EQ(f32.centroids.scalar_type(), torch::kFloat);
   EXPECT_LE((f32.centroids.to(torch::kDouble) - f64.centroids).abs().max().item<double>(), 1e-4);
   EXPECT_TRUE(torch::equal(f32.assignments, f64.assignments));
@@ -144,7 +131,7 @@ TEST(KMeans, WarmStartFromConvergedCentroidsTakesOneIteration) {
   KMeansConfig config;
   config.k = 6;
   config.tol = 0;  // converged = no centroid moves at all
-  const at::Tensor x = shard_of(blobs.x, *comm);
+  const at::Tensor x = test::even_split(blobs.x, *comm);
   const KMeansResult first = kmeans(x, config, *comm);
   ASSERT_LT(first.iterations, config.max_iter);
   const KMeansResult again = kmeans(x, config, *comm, first.centroids);
@@ -163,7 +150,7 @@ TEST(KMeans, EmptyClusterSplitsTheLargestDeterministically) {
       torch::tensor({{1.0, 0.0, 0.0}, {19.0, 0.0, 0.0}, {1e3, 1e3, 1e3}}, torch::kDouble);
   KMeansConfig config;
   config.k = 3;
-  const KMeansResult r = kmeans(shard_of(blobs.x, *comm), config, *comm, start);
+  const KMeansResult r = kmeans(test::even_split(blobs.x, *comm), config, *comm, start);
   EXPECT_GE(r.empty_reseeded, 1);
   EXPECT_TRUE(torch::all(r.counts > 0).item<bool>());
   expect_consistent(blobs.x, r, *comm);
@@ -180,7 +167,7 @@ TEST(KMeans, FewerDistinctRowsThanClusters) {
   const at::Tensor x = points.repeat({20, 1});
   KMeansConfig config;
   config.k = 5;
-  const KMeansResult r = kmeans(shard_of(x, *comm), config, *comm);
+  const KMeansResult r = kmeans(test::even_split(x, *comm), config, *comm);
   // Every row keeps a centroid on its point, up to the split perturbation of duplicates.
   const at::Tensor assigned = comm->all_gather_v(r.assignments);
   EXPECT_LT((r.centroids.index_select(0, assigned) - x).abs().max().item<double>(), 0.01);
@@ -198,7 +185,7 @@ TEST(KMeans, CosineCentroidsAreUnitVectors) {
   KMeansConfig config;
   config.k = 3;
   config.metric = "cosine";
-  const KMeansResult r = kmeans(shard_of(blobs.x, *comm), config, *comm);
+  const KMeansResult r = kmeans(test::even_split(blobs.x, *comm), config, *comm);
   EXPECT_LE((r.centroids.norm(2, 1) - 1).abs().max().item<double>(), 1e-12);
   const at::Tensor assigned = comm->all_gather_v(r.assignments);
   const at::Tensor unit = blobs.x / blobs.x.norm(2, 1, true);
@@ -214,7 +201,7 @@ TEST(KMeans, CosineCentroidsAreUnitVectors) {
 
 TEST(KMeans, BadInputsNameTheFix) {
   auto comm = cpu_comm();
-  const at::Tensor x = shard_of(random_centers(10, 3, 1), *comm);
+  const at::Tensor x = test::even_split(random_centers(10, 3, 1), *comm);
   KMeansConfig config;
   config.k = 11;
   EXPECT_THROW_WITH(kmeans(x, config, *comm), DataError, "lower k");
@@ -239,7 +226,7 @@ TEST(KMeans, MatchesCpu_cuda) {
     KMeansConfig config;
     config.k = 5;
     config.metric = metric;
-    const at::Tensor x = shard_of(blobs.x, *cpu);
+    const at::Tensor x = test::even_split(blobs.x, *cpu);
     const KMeansResult on_gpu = kmeans(x.to(device), config, *comm);
     const KMeansResult on_cpu = kmeans(x, config, *cpu);
     EXPECT_TRUE(on_gpu.centroids.is_cuda());
