@@ -3,6 +3,8 @@
 // 1/q(d) over the global batch, a learnable boundary beta on its own SGD. Labels are the
 // dataset's (supervised, the seed) or k-means pseudo-labels (margin.labels=kmeans).
 
+#include <algorithm>
+#include <map>
 #include <optional>
 
 #include <ATen/ATen.h>
@@ -66,6 +68,7 @@ class Margin final : public Method {
     if (pseudo_) {
       pseudo_->start_epoch(context);
     } else if (!sampler_) {
+      check_class_sizes(context.train_labels);
       sampler_ = std::make_shared<data::ClassBalancedSampler>(
           context.train_labels,
           global_batch_ / config_.items_per_class,
@@ -74,6 +77,26 @@ class Margin final : public Method {
           comm_->size(),
           seed_);
     }
+  }
+
+  // The sampler would repeat a small class's images inside its block, giving positives at
+  // distance 0 and a supervised run that silently trains on duplicates: refuse it up front.
+  // (k-means pseudo-classes may be small; there the repeats are the seed's behaviour.)
+  void check_class_sizes(const std::vector<int64_t>& labels) const {
+    std::map<int64_t, int64_t> sizes;
+    for (const int64_t label : labels)
+      ++sizes[label];
+    const auto smallest =
+        std::min_element(sizes.begin(), sizes.end(), [](const auto& a, const auto& b) {
+          return a.second < b.second;
+        });
+    UEL_CHECK_CONFIG(
+        smallest == sizes.end() || smallest->second >= config_.items_per_class,
+        "--margin.items_per_class {} exceeds the {} training images of class {}: lower it, or "
+        "leave the class out with --data.classes",
+        config_.items_per_class,
+        smallest->second,
+        smallest->first);
   }
 
   std::shared_ptr<const data::Sampler> sampler() const override {

@@ -245,8 +245,9 @@ out=$("$uel" train "${udml_base[@]}" --pseudo.clusters=2000 --out "$tmp/udmlbad"
   fail "udml with more clusters than images: $out"
 
 # --- margin loss: world-size invariant draws and losses, resume on another world size ---------
-margin=("${base[@]}" --eval.every=0 --train.method=margin --train.batch_size=20 --margin.items_per_class=4
-  --train.optimizer=adam --train.lr=1e-4 --train.precision=float64 --train.epochs=2 --data.classes=0-4)
+margin_base=("${base[@]}" --eval.every=0 --train.method=margin --train.optimizer=adam --train.lr=1e-4
+  --train.precision=float64 --train.epochs=2 --data.classes=0-4)
+margin=("${margin_base[@]}" --train.batch_size=20 --margin.items_per_class=4)
 for np in 1 2 4; do
   "$mpiexec" -np $np "$uel" train "${margin[@]}" --train.max_steps=6 --out "$tmp/margin$np" >"$tmp/margin$np.log" 2>&1 ||
     { fail "margin on $np ranks"; tail -5 "$tmp/margin$np.log"; }
@@ -265,6 +266,12 @@ for run in ("margin2", "margin4", "marginparts"):
     print(f"margin {run} vs 1 rank: max relative loss / beta difference {worst:.2e}")
     assert len(got) == 6 and worst <= 1e-8, (run, worst)
 PY
+out=$("$uel" train "${margin_base[@]}" --margin.items_per_class=1001 --train.batch_size=2002 --out "$tmp/marginbad" 2>&1)
+[[ $? == 2 ]] && grep -q "margin.items_per_class 1001 exceeds the 1000 training images of class" <<<"$out" && pass ||
+  fail "margin with more items per class than a class has: $out"
+out=$("$uel" train "${margin_base[@]}" --margin.items_per_class=3 --train.batch_size=20 --out "$tmp/marginbad" 2>&1)
+[[ $? == 2 ]] && grep -q "batch_size 20 is not a whole number of classes of --margin.items_per_class 3" <<<"$out" &&
+  pass || fail "margin with a batch that is not class blocks: $out"
 
 # --- the recorded losses -------------------------------------------------------------------------
 "$uel" train "${common[@]}" --train.method=nce --nce.k=0 --nce.temperature=0.1 --train.precision=float64 \

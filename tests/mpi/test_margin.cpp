@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -186,6 +187,75 @@ TEST(MarginSampler, NeverDrawsSameClassOrCutOffItemsAndFallsBackUniformly) {
   EXPECT_TRUE(torch::allclose(
       p.slice(0, 12).slice(1, 0, 12), torch::full({3, 12}, 1.0 / 12, torch::kDouble)));
   expect_frequencies(counts, p, keys * (k - 1));
+}
+
+// Distances between uniform points of S^(n-1) have density q(d) ∝ d^(n-2) (1 - d^2/4)^((n-3)/2);
+// drawing with weight 1/q(max(d, cutoff)) should leave drawn distances with density ∝ 1 on
+// [cutoff, nonzero_loss_cutoff) and q(d)/q(cutoff) below the cutoff (the paper's claim, and why
+// the sampler exists). A Pearson chi-square test of the drawn-distance histogram against that
+// density, integrated here by Simpson's rule; n = 3 makes the second factor vanish, n = 5 not.
+// Classes of 11 random points: each anchor draws 10 negatives, 19,800 draws per n. (Removing the
+// cutoff clip, or a wrong exponent in q, gives chi-square > 150 against a critical ~55.)
+TEST(MarginSampler, DrawnDistancesOfUniformSpherePointsFollowTheReweightedDensity) {
+  const int64_t points = 1980, k = 11, keys = 1;
+  const MarginConfig config;
+  for (const int64_t n : {3, 5}) {
+    torch::manual_seed(17 + n);
+    at::Tensor x = torch::randn({points, n}, torch::kDouble);
+    x = x / x.norm(2, 1, /*keepdim=*/true);
+    const at::Tensor labels = torch::arange(points, torch::kLong).div(k, "floor");
+    const auto q = [&](double d) {
+      return std::pow(d, n - 2.0) * std::pow(1 - d * d / 4, (n - 3.0) / 2);
+    };
+    const auto density = [&](double d) {
+      return d < config.cutoff ? q(d) / q(config.cutoff) : 1.0;
+    };
+    // Bins of 0.05 on [0, nonzero_loss_cutoff), merged from the left until each expects >= 5.
+    const double width = 0.05;
+    const int64_t fine = static_cast<int64_t>(std::lround(config.nonzero_loss_cutoff / width));
+    std::vector<double> mass(fine);
+    for (int64_t b = 0; b < fine; ++b) {
+      const int steps = 64;
+      const double h = width / steps, lo = b * width;
+      double s = density(lo) + density(lo + width);
+      for (int i = 1; i < steps; ++i)
+        s += (i % 2 ? 4 : 2) * density(lo + i * h);
+      mass[b] = s * h / 3;
+    }
+    const double total_mass = std::accumulate(mass.begin(), mass.end(), 0.0);
+    const at::Tensor gram = x.mm(x.t());
+    std::vector<double> observed(fine, 0);
+    int64_t draws = 0;
+    for (int64_t step = 0; step < keys; ++step) {
+      const at::Tensor negatives =
+          distance_weighted_negatives(x, labels, 0, points, k, step_key(step), config);
+      const at::Tensor d =
+          (2 - 2 * gram.gather(1, negatives)).clamp_min(0).sqrt().reshape(-1).contiguous();
+      for (const double v :
+           std::vector<double>(d.data_ptr<double>(), d.data_ptr<double>() + d.numel())) {
+        ASSERT_LT(v, config.nonzero_loss_cutoff);
+        observed[static_cast<size_t>(v / width)] += 1;
+        ++draws;
+      }
+    }
+    double chi2 = 0, expected = 0, seen = 0;
+    int64_t bins = 0;
+    for (int64_t b = 0; b < fine; ++b) {
+      expected += draws * mass[b] / total_mass;
+      seen += observed[b];
+      if (expected >= 5 || b == fine - 1) {
+        chi2 += (seen - expected) * (seen - expected) / expected;
+        ++bins;
+        expected = seen = 0;
+      }
+    }
+    // Wilson-Hilferty quantile of chi-square at p = 0.999 with bins - 1 degrees of freedom.
+    const double dof = static_cast<double>(bins - 1), z = 3.09;
+    const double critical = dof * std::pow(1 - 2 / (9 * dof) + z * std::sqrt(2 / (9 * dof)), 3);
+    EXPECT_GT(bins, 20) << "n = " << n;
+    EXPECT_LT(chi2, critical) << "n = " << n << ": chi-square " << chi2 << " over " << bins
+                              << " bins of " << draws << " draws";
+  }
 }
 
 TEST(MarginSampler, RejectsBatchesThatAreNotClassBlocks) {

@@ -1,0 +1,165 @@
+// Methods through their public interface (make_method): the UDML-SS step's rotation term against
+// its definition written out, and its gradient against central finite differences (float64).
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "uel/comm/communicator.h"
+#include "uel/methods/method.h"
+#include "uel/models/embedding_net.h"
+
+namespace uel::methods {
+namespace {
+
+// One UDML-SS step on 16 random images in float64: 2 k-means pseudo-classes, a batch of 8 =
+// 2 x 4, 4 of them rotated four ways. The model is built before the method so that the method
+// (and its head) draw the same initial weights whatever rotation_weight is.
+struct UdmlStep {
+  std::shared_ptr<comm::LocalCommunicator> comm = std::make_shared<comm::LocalCommunicator>();
+  models::EmbeddingNet model{nullptr};
+  at::Tensor images;
+  MethodSetup setup;
+  std::vector<int64_t> truth = std::vector<int64_t>(16, 0);
+  data::Batch batch;
+
+  UdmlStep() {
+    torch::manual_seed(3);
+    models::ModelConfig model_config;
+    model_config.width = 4;
+    model_config.low_dim = 8;
+    model_config.in_channels = 1;
+    model = models::EmbeddingNet(model_config, comm);
+    model->to(torch::kDouble);
+    model->train();
+    images = torch::randn({16, 1, 12, 12}, torch::kDouble);
+    setup.comm = comm;
+    setup.train_items = 16;
+    setup.global_batch = 8;
+    setup.embedding_dim = model_config.low_dim;
+    setup.feature_dim = model->feature_dim();
+    setup.num_classes = 2;
+    setup.options = torch::TensorOptions().dtype(torch::kDouble);
+    batch.items = torch::arange(8, torch::kLong) * 2;
+    batch.indices = batch.items;
+    batch.labels = torch::zeros({8}, torch::kLong);
+    batch.views = {images.index_select(0, batch.items)};
+  }
+
+  std::unique_ptr<Method> method(double rotation_weight) {
+    MethodConfig config;
+    config.name = "udml";
+    config.pseudo.clusters = 2;
+    config.udml.items_per_class = 4;
+    config.udml.rotation_items = 4;
+    config.udml.rotation_weight = rotation_weight;
+    torch::manual_seed(5);
+    std::unique_ptr<Method> out = make_method(config, setup);
+    out->start_epoch(EpochContext{
+        model,
+        0,
+        0,
+        [&] {
+          torch::NoGradGuard no_grad;
+          return model->forward(images);
+        },
+        truth});
+    return out;
+  }
+
+  at::Tensor loss(Method& method) {
+    return method.loss(batch, StepContext{model, 0});
+  }
+};
+
+// The rotation term of the loss written out: every second image of the batch (8 / 4 rotated
+// items) in rotations 0, 1, 2, 3 labelled by rotation, through features and the head's two
+// layers, mean cross-entropy over the 16 copies, times rotation_weight, added to the pair loss
+// of the same step without a head.
+TEST(UdmlRotationHead, LossIsThePairLossPlusTheWeightedRotationCrossEntropy) {
+  UdmlStep step;
+  const std::unique_ptr<Method> with_head = step.method(0.5);
+  const double total = step.loss(*with_head).item<double>();
+  const double pair = step.loss(*step.method(0)).item<double>();
+
+  std::map<std::string, at::Tensor> head;
+  for (const ParamGroup& group : with_head->parameter_groups()) {
+    for (const auto& [name, p] : group.params)
+      head[name] = p.detach();
+  }
+  ASSERT_EQ(head.size(), 4u);
+  torch::NoGradGuard no_grad;
+  const at::Tensor picked = step.batch.views[0].index_select(0, torch::arange(0, 8, 2));
+  std::vector<at::Tensor> copies;
+  for (int64_t r = 0; r < 4; ++r)
+    copies.push_back(torch::rot90(picked, r, {2, 3}));
+  const at::Tensor hidden = torch::relu(torch::nn::functional::linear(
+      step.model->features(torch::cat(copies)),
+      head.at("rotation_head.0.weight"),
+      head.at("rotation_head.0.bias")));
+  const at::Tensor logits = torch::nn::functional::linear(
+      hidden, head.at("rotation_head.2.weight"), head.at("rotation_head.2.bias"));
+  const double rotation =
+      torch::nn::functional::cross_entropy(logits, torch::arange(4).repeat_interleave(4))
+          .item<double>();
+  EXPECT_GT(rotation, 0.5);
+  EXPECT_NEAR(total, pair + 0.5 * rotation, 1e-12);
+}
+
+// Analytic gradients of the whole UDML-SS loss equal central differences, for every entry of
+// the rotation head's small tensors and spread entries of the backbone. Only the rotation term
+// reaches the head; the backbone gets both terms, so a rotated copy cut from the graph (or a
+// head outside it) shows up. The pair loss mines pairs by margin: h = 1e-6 stays far from its
+// boundaries here.
+TEST(UdmlRotationHead, GradientMatchesFiniteDifferences) {
+  UdmlStep step;
+  const std::unique_ptr<Method> method = step.method(0.5);
+  auto& model = step.model;
+  const auto loss = [&] { return step.loss(*method); };
+
+  std::vector<std::pair<std::string, at::Tensor>> params;
+  for (const ParamGroup& group : method->parameter_groups())
+    params.insert(params.end(), group.params.begin(), group.params.end());
+  ASSERT_EQ(params.size(), 4u) << "the head: two linear layers";
+  for (const auto& p : model->named_parameters())
+    params.emplace_back(p.key(), p.value());
+  for (auto& [name, p] : params) {
+    if (p.grad().defined())
+      p.mutable_grad().zero_();
+  }
+  loss().backward();
+
+  const double h = 1e-6;
+  int64_t head_checked = 0;
+  for (auto& [name, p] : params) {
+    const at::Tensor flat = p.detach().view(-1);
+    const at::Tensor grad = p.grad().view(-1);
+    // Every entry of the small tensors, 6 spread entries of the big ones.
+    const int64_t n = flat.numel(), stride = std::max<int64_t>(1, n / 6);
+    for (int64_t i = 0; i < n; i += stride) {
+      const double saved = flat[i].item<double>();
+      double plus = 0, minus = 0;
+      {
+        torch::NoGradGuard no_grad;
+        flat[i] = saved + h;
+        plus = loss().item<double>();
+        flat[i] = saved - h;
+        minus = loss().item<double>();
+        flat[i] = saved;
+      }
+      const double numeric = (plus - minus) / (2 * h), analytic = grad[i].item<double>();
+      EXPECT_NEAR(analytic, numeric, 1e-6 + 1e-5 * std::abs(numeric)) << name << "[" << i << "]";
+      if (name.rfind("rotation_head.", 0) == 0 && std::abs(analytic) > 1e-4)
+        ++head_checked;
+    }
+  }
+  EXPECT_GE(head_checked, 10) << "the head's gradient is mostly zero: the test checks nothing";
+}
+
+}  // namespace
+}  // namespace uel::methods
