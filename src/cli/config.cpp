@@ -266,7 +266,11 @@ void Config::declare_train(OptionSet& o) {
       OptionSet::positive<int64_t>());
   o.add("margin.margin", &method.margin.loss.margin, "margin alpha");
   o.add("margin.beta_init", &method.margin.loss.beta_init, "initial boundary beta");
-  o.add("margin.beta_lr", &method.margin.beta_lr, "beta's own SGD (momentum 0.9) learning rate");
+  o.add(
+      "margin.beta_lr",
+      &method.margin.beta_lr,
+      "beta's own SGD (momentum 0.9) base learning rate, shaped by train.schedule; the seed's "
+      "0.1 / its batch of 70");
   o.add("margin.per_class_beta", &method.margin.loss.per_class_beta, "one beta per class");
   o.add("margin.nu", &method.margin.loss.nu, "weight of the beta regulariser");
   o.add("margin.cutoff", &method.margin.loss.cutoff, "sampling distances clipped below here");

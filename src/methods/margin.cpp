@@ -58,9 +58,7 @@ class Margin final : public Method {
     group.weight_decay = 0;
     group.optimizer = "sgd";
     group.momentum = 0.9;
-    // The seed's Trainer.step(batch_size) divides every gradient by the batch: a no-op for Adam
-    // on the network (scale invariant), a factor 1/B for beta's plain SGD.
-    group.lr = config_.beta_lr / static_cast<double>(global_batch_);
+    group.lr = config_.beta_lr;
     return {group};
   }
 

@@ -71,11 +71,10 @@ Optimizer::Optimizer(const OptimizerConfig& config, double lr, std::vector<Optim
     auto& list = by_kind[kind];
     const size_t index =
         static_cast<size_t>(std::find(kinds.begin(), kinds.end(), kind) - kinds.begin());
-    slots_.push_back({index, list.size(), g.lr_scale, !g.fixed_lr.has_value()});
+    const double scale = g.own_lr ? *g.own_lr / lr : g.lr_scale;
+    slots_.push_back({index, list.size(), scale});
     const double momentum = g.optimizer.empty() ? config.momentum : g.momentum;
-    list.emplace_back(
-        g.params,
-        options_for(kind, config, g.fixed_lr.value_or(lr * g.lr_scale), g.weight_decay, momentum));
+    list.emplace_back(g.params, options_for(kind, config, lr * scale, g.weight_decay, momentum));
   }
   for (const std::string& kind : kinds) {
     const auto defaults = options_for(kind, config, lr, config.weight_decay, config.momentum);
@@ -84,10 +83,8 @@ Optimizer::Optimizer(const OptimizerConfig& config, double lr, std::vector<Optim
 }
 
 void Optimizer::set_lr(double lr) {
-  for (const Slot& slot : slots_) {
-    if (slot.scheduled)
-      optimizers_[slot.optimizer]->param_groups()[slot.group].options().set_lr(lr * slot.lr_scale);
-  }
+  for (const Slot& slot : slots_)
+    optimizers_[slot.optimizer]->param_groups()[slot.group].options().set_lr(lr * slot.lr_scale);
 }
 
 void Optimizer::zero_grad() {

@@ -229,7 +229,7 @@ Trainer::Trainer(RunConfig config, std::string run_dir)
     g.weight_decay = group.weight_decay.value_or(config_.train.optimizer.weight_decay);
     g.optimizer = group.optimizer.value_or("");
     g.momentum = group.momentum;
-    g.fixed_lr = group.lr;
+    g.own_lr = group.lr;
     for (auto& [name, tensor] : group.params) {
       g.params.push_back(tensor);
       params.emplace_back(fmt::format("method.{}", name), tensor);

@@ -1,11 +1,14 @@
 #include <filesystem>
 #include <fstream>
 
+#include <torch/torch.h>
+
 #include <gtest/gtest.h>
 
 #include "test_util.h"
 #include "uel/core/error.h"
 #include "uel/train/checkpoint.h"
+#include "uel/train/optimizer.h"
 #include "uel/train/schedule.h"
 
 namespace uel::train {
@@ -35,6 +38,38 @@ TEST(Schedule, CosineWarmupAndLinearScaling) {
   EXPECT_DOUBLE_EQ(learning_rate(c, 2, 200, 128), 0.03);
   c.lr_scaling = "linear";
   EXPECT_DOUBLE_EQ(learning_rate(c, 3, 200, 1024), 0.03 * 4);
+}
+
+// Plain SGD (no momentum, no decay) moves w by -lr g: the network group at the scheduled lr, a
+// group with lr_scale 2 at twice it, a group with its own base lr 0.01 (base 0.1) at a tenth of
+// it, so a schedule that halves lr halves all three (the margin seed decays beta with the net).
+TEST(Optimizer, GroupsFollowTheScheduleByScaleOrOwnBaseRate) {
+  OptimizerConfig config;
+  config.momentum = 0;
+  config.weight_decay = 0;
+  std::vector<at::Tensor> w;
+  for (int i = 0; i < 3; ++i)
+    w.push_back(torch::zeros({2}, torch::kDouble).requires_grad_(true));
+  std::vector<OptimizerGroup> groups(3);
+  groups[0].params = {w[0]};
+  groups[1].params = {w[1]};
+  groups[1].lr_scale = 2;
+  groups[2].params = {w[2]};
+  groups[2].optimizer = "sgd";
+  groups[2].momentum = 0;
+  groups[2].own_lr = 0.01;
+  Optimizer optimizer(config, 0.1, std::move(groups));
+  const at::Tensor g = torch::tensor({1.0, -3.0}, torch::kDouble);
+  for (const double lr : {0.1, 0.05}) {
+    optimizer.zero_grad();
+    for (const at::Tensor& p : w)
+      (p * g).sum().backward();
+    optimizer.set_lr(lr);
+    optimizer.step();
+  }
+  EXPECT_TRUE(torch::allclose(w[0], -0.15 * g, 0, 1e-15)) << w[0];
+  EXPECT_TRUE(torch::allclose(w[1], -0.30 * g, 0, 1e-15)) << w[1];
+  EXPECT_TRUE(torch::allclose(w[2], -0.015 * g, 0, 1e-15)) << w[2];
 }
 
 TEST(Schedule, ValidationNamesTheOption) {

@@ -49,7 +49,9 @@ struct MarginMethodConfig {
   losses::MarginConfig loss;
   std::string labels = "dataset";  // dataset (supervised, the seed) | kmeans (pseudo.*)
   int64_t items_per_class = 5;     // k of the m x k batches (the seed's batch_k)
-  double beta_lr = 0.1;            // beta's own SGD (momentum 0.9, no weight decay)
+  // beta's own SGD (momentum 0.9, no weight decay), on the gradient of the batch-mean loss: the
+  // seed's --lr-beta 0.1 acts on a gradient divided by its per-device batch of 70.
+  double beta_lr = 0.1 / 70;
 };
 
 // The options of every method; `name` picks the one that trains (train.method).
@@ -95,10 +97,11 @@ struct ParamGroup {
   std::vector<std::pair<std::string, at::Tensor>> params;  // named for GradSync's errors
   double lr_scale = 1;                                     // of the schedule's learning rate
   std::optional<double> weight_decay;                      // default: train.weight_decay
-  // Its own optimizer instead of train.optimizer: "sgd" with `momentum` at a fixed `lr`
-  // outside the schedule (margin's beta, as the seed's second trainer).
+  // Its own optimizer instead of train.optimizer: "sgd" with `momentum` (margin's beta, as the
+  // seed's second trainer).
   std::optional<std::string> optimizer;
   double momentum = 0.9;
+  // Its own base learning rate instead of lr_scale x train.lr; the schedule still shapes it.
   std::optional<double> lr;
 };
 

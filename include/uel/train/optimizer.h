@@ -25,17 +25,18 @@ struct OptimizerGroup {
   std::vector<at::Tensor> params;
   double lr_scale = 1;
   double weight_decay = 0;
-  // A group may have its own optimizer ("sgd" with `momentum`) at a fixed learning rate outside
-  // the schedule; "" follows OptimizerConfig and the schedule.
+  // A group may have its own optimizer ("sgd" with `momentum`); "" follows OptimizerConfig.
   std::string optimizer;
   double momentum = 0.9;
-  std::optional<double> fixed_lr;
+  // Its own base learning rate instead of lr_scale x the base: the schedule still shapes it
+  // (warm-up, decays), as the margin seed's second trainer decays with the first.
+  std::optional<double> own_lr;
 };
 
 class Optimizer {
  public:
   Optimizer(const OptimizerConfig& config, double lr, std::vector<OptimizerGroup> groups);
-  // Sets every scheduled group's learning rate to lr x its scale (every step).
+  // lr: the scheduled learning rate of this step; every group gets lr x its scale.
   void set_lr(double lr);
   void zero_grad();
   void step();
@@ -47,8 +48,7 @@ class Optimizer {
   struct Slot {
     size_t optimizer;  // index into optimizers_
     size_t group;      // its param group there
-    double lr_scale;
-    bool scheduled;
+    double lr_scale;   // of the scheduled lr (own_lr / base lr for a group with its own)
   };
   std::vector<Slot> slots_;
   std::vector<std::unique_ptr<torch::optim::Optimizer>> optimizers_;
