@@ -39,10 +39,7 @@ using Clock = std::chrono::steady_clock;
 // false after --help.
 bool parse_options(OptionSet& options, Config& config, const Args& args) {
   config.declare(options);
-  if (!options.parse(args))
-    return false;
-  config.validate();
-  return true;
+  return options.parse(args);
 }
 
 // Read + two-view augmentation throughput of the training input, world size 1.
@@ -132,10 +129,10 @@ int bench_comm(const Args& args) {
   OptionSet options("mpirun -np N uel bench comm [--comm.backend=auto] [--bench.device=auto]");
   config.declare_comm(options);
   config.declare_bench(options);
+  options.add_validator([&] { config.validate(); });
   if (!options.parse(args)) {
     return 0;
   }
-  config.validate();
   const comm::WorldInfo& world = start_ranks(/*threads=*/1);
   comm::Watchdog::instance().set_timeout(config.comm.timeout_s);
   const c10::Device device = comm::select_device(config.bench.device, config.comm.backend == "mpi");
@@ -565,30 +562,39 @@ int bench_kmeans(const Args& args) {
 }  // namespace
 
 int run_bench(const Args& args) {
+  struct Bench {
+    const char* name;
+    int (*run)(const Args&);
+    const char* summary;
+  };
+  static const Bench benches[] = {
+      {"loader", bench_loader, "images/s of the data pipeline (decode, augment, batch)"},
+      {"comm", bench_comm, "all-reduce and all-gather bandwidth per message size"},
+      {"step", bench_step, "images/s of whole training steps of a recipe"},
+      {"bank", bench_bank, "memory-bank draw and update per bank size and K"},
+      {"kmeans", bench_kmeans, "distributed k-means per Lloyd iteration (and FAISS's)"},
+  };
+  std::string usage =
+      "usage: [mpirun -np N] uel bench <name> [options]   (uel bench <name> "
+      "--help for its options)\n\nbenchmarks:\n";
+  for (const Bench& b : benches)
+    usage += fmt::format("  {:<10} {}\n", b.name, b.summary);
+  if (!args.empty() && (args.front() == "--help" || args.front() == "-h")) {
+    std::fputs(usage.c_str(), stdout);
+    return 0;
+  }
   UEL_CHECK_CONFIG(
       !args.empty() && args.front()[0] != '-',
-      "usage: uel bench <loader|comm|step|bank|kmeans> [options]; `uel bench <name> --help` lists "
-      "the "
-      "options");
-  const std::string which = args.front();
-  const Args rest(args.begin() + 1, args.end());
-  if (which == "loader") {
-    return bench_loader(rest);
-  }
-  if (which == "comm") {
-    return bench_comm(rest);
-  }
-  if (which == "step") {
-    return bench_step(rest);
-  }
-  if (which == "bank") {
-    return bench_bank(rest);
-  }
-  if (which == "kmeans") {
-    return bench_kmeans(rest);
+      "name the benchmark: uel bench <loader|comm|step|bank|kmeans> [options]; `uel bench "
+      "--help` describes them");
+  for (const Bench& b : benches) {
+    if (args.front() == b.name)
+      return b.run(Args(args.begin() + 1, args.end()));
   }
   UEL_CHECK_CONFIG(
-      false, "unknown benchmark '{}'; available: loader, comm, step, bank, kmeans", which);
+      false,
+      "unknown benchmark '{}'; available: loader, comm, step, bank, kmeans (`uel bench --help`)",
+      args.front());
   return 2;
 }
 

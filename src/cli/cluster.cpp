@@ -47,12 +47,14 @@ int run_cluster(const Args& args) {
   options.add("threads", &threads, "LibTorch threads per rank (0: cores / local ranks)");
   options.add_choice("device", &device, {"auto", "cpu", "cuda"}, "where the features live");
   config.declare_comm(options);
+  options.add_validator([&] {
+    UEL_CHECK_CONFIG(
+        !data.empty() && !out.empty() && kmeans.k > 0,
+        "--data EMB.h5, --out OUT.h5 and --k are required");
+    cluster::validate(kmeans);
+  });
   if (!options.parse(args))
     return 0;
-  UEL_CHECK_CONFIG(
-      !data.empty() && !out.empty() && kmeans.k > 0,
-      "--data EMB.h5, --out OUT.h5 and --k are required");
-  cluster::validate(kmeans);
 
   const comm::WorldInfo& world = start_ranks(threads);
   comm::Watchdog::instance().set_timeout(config.comm.timeout_s);

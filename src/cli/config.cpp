@@ -14,6 +14,7 @@ void Config::declare(OptionSet& o) {
   declare_train(o);
   declare_comm(o);
   declare_bench(o);
+  o.add_validator([this] { validate(); });
 }
 
 void Config::declare_data(OptionSet& o) {

@@ -23,7 +23,7 @@ struct Command {
 const std::map<std::string, Command>& commands() {
   static const std::map<std::string, Command> table = {
       {"prepare", {uel::cli::run_prepare, "convert fashion-mnist | cifar10 | image-list to HDF5"}},
-      {"info", {uel::cli::run_info, "describe a dataset file"}},
+      {"info", {uel::cli::run_info, "describe a dataset, embeddings, run or checkpoint"}},
       {"bench", {uel::cli::run_bench, "benchmarks: loader, comm, step, bank, kmeans"}},
       {"cluster",
        {uel::cli::run_cluster, "distributed k-means on embeddings (NMI/ARI if labelled)"}},
@@ -40,6 +40,11 @@ std::string usage() {
   for (const auto& [name, command] : commands()) {
     out += fmt::format("  {:<10} {}\n", name, command.summary);
   }
+  out +=
+      "\nexit status: 0 done, 1 internal error, 2 configuration (an option or the command line),\n"
+      "  3 data (a missing or malformed file), 4 communication (a failed or timed-out collective,\n"
+      "  the watchdog, comm.check_order), 5 CUDA (out of device memory included)\n"
+      "  UEL_DEBUG=1 adds the code location to configuration and data errors.\n";
   return out + fmt::format("\n{}\n", uel::version_string());
 }
 

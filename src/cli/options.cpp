@@ -118,6 +118,7 @@ struct OptionSet::Impl {
   std::vector<Entry> entries;
   std::vector<std::pair<std::string, std::string*>> positionals;
   std::vector<std::string> positional_help;
+  std::vector<std::function<void()>> validators;
   std::string config_file;
 
   const Entry* find(const std::string& key) const {
@@ -242,18 +243,27 @@ OptionSet& OptionSet::add_positional(
   return *this;
 }
 
+OptionSet& OptionSet::add_validator(std::function<void()> validator) {
+  impl_->validators.push_back(std::move(validator));
+  return *this;
+}
+
 bool OptionSet::parse(const std::vector<std::string>& args) {
+  // Unknown keys first: as `--key value` Boost would take the value for a positional argument
+  // and report "too many arguments" instead of the key.
+  for (const std::string& arg : args) {
+    if (arg.size() > 2 && arg.compare(0, 2, "--") == 0) {
+      const std::string key = arg.substr(2, arg.find('=') - 2);
+      UEL_CHECK_CONFIG(
+          impl_->desc.find_nothrow(key, false) != nullptr,
+          "{}",
+          impl_->unknown_message(key, " on the command line"));
+    }
+  }
   po::variables_map vm;
   try {
-    po::parsed_options cl = po::command_line_parser(args)
-                                .options(impl_->desc)
-                                .positional(impl_->positional)
-                                .allow_unregistered()
-                                .run();
-    for (const auto& o : cl.options) {
-      UEL_CHECK_CONFIG(
-          !o.unregistered, "{}", impl_->unknown_message(o.string_key, " on the command line"));
-    }
+    po::parsed_options cl =
+        po::command_line_parser(args).options(impl_->desc).positional(impl_->positional).run();
     po::store(cl, vm);
     if (vm.count("help")) {
       std::cout << help();
@@ -296,6 +306,8 @@ bool OptionSet::parse(const std::vector<std::string>& args) {
       UEL_CHECK_CONFIG(problem.empty(), "{}", problem);
     }
   }
+  for (const auto& validator : impl_->validators)
+    validator();
   if (vm.count("print-config")) {
     std::cout << to_ini();
     return false;

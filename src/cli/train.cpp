@@ -54,7 +54,6 @@ std::string latest_or_fail(const std::string& run) {
 // A run's Trainer holding the weights of its newest complete checkpoint (eval, embed).
 std::unique_ptr<train::Trainer> open_run(
     Config& config, const std::string& run, std::string* checkpoint) {
-  config.validate();
   start_ranks(config.train.threads);
   *checkpoint = latest_or_fail(run);
   config.weights.clear();  // the checkpoint's weights replace any initial ones
@@ -72,11 +71,10 @@ int run_train(const Args& args) {
       "[mpirun -np N] uel train --config configs/X.ini --out RUN [--section.key=value ...]");
   config.declare(options);
   options.add("out", &out, "run folder: config.ini, metrics.jsonl, checkpoints/");
+  options.add_validator([&] { train::validate(config); });
   if (!options.parse(args))
     return 0;
   UEL_CHECK_CONFIG(!out.empty(), "--out RUN is required (the run folder)");
-  config.validate();
-  train::validate(config);
   config.resolved_ini = options.to_ini();
   start_ranks(config.train.threads);
   train::Trainer trainer(config, out);

@@ -88,7 +88,10 @@ int run_guarded(const std::function<int()>& body) {
   try {
     code = body();
   } catch (const Error& e) {
-    log_error("{}", e.what());
+    // A user's mistake reads as one sentence; UEL_DEBUG=1 adds where the check failed.
+    const char* debug = std::getenv("UEL_DEBUG");
+    const bool verbose = !e.user_error() || (debug != nullptr && std::string(debug) != "0");
+    log_error("{}", verbose ? e.what() : e.message());
     code = e.exit_code();
   } catch (const c10::OutOfMemoryError& e) {
     log_error(

@@ -4,8 +4,7 @@
 
 namespace uel::detail {
 
-std::string format_check_failure(
-    const char* file, int line, const char* expression, const std::string& hint) {
+std::string check_location(const char* file, int line, const char* expression) {
   // Keep the path short: the part after src/ or include/ identifies the file.
   const char* short_file = file;
   for (const char* marker : {"/src/", "/include/", "/tests/"}) {
@@ -14,7 +13,7 @@ std::string format_check_failure(
       break;
     }
   }
-  return fmt::format("{} [{}:{}: check '{}' failed]", hint, short_file, line, expression);
+  return fmt::format("{}:{}: check '{}' failed", short_file, line, expression);
 }
 
 }  // namespace uel::detail

@@ -7,6 +7,8 @@
 #include <filesystem>
 
 #include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "hdf5_util.h"
 #include "uel/core/error.h"
@@ -497,6 +499,65 @@ EmbeddingRows read_embedding_shard(const std::string& path, int rank, int world)
   if (H5Lexists(file.get(), "labels", H5P_DEFAULT) > 0) {
     out.labels = at::empty({shard.size()}, at::kLong);
     read_rows(file.get(), path, "labels", shard.begin, shard.end, H5T_NATIVE_INT64, out.labels);
+  }
+  return out;
+}
+
+FileSummary summarize_file(const std::string& path) {
+  h5::quiet_errors();
+  UEL_CHECK_DATA(fs::is_regular_file(path), "'{}' does not exist or is not a file", path);
+  std::lock_guard<std::recursive_mutex> lock(h5::mutex());
+  Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  UEL_CHECK_DATA(file.valid(), "'{}' is not a readable HDF5 file: {}", path, h5::last_error());
+  const auto has = [&](const char* name) { return H5Lexists(file.get(), name, H5P_DEFAULT) > 0; };
+  FileSummary out;
+  std::vector<const char*> arrays;
+  if (has("images")) {
+    out.kind = "dataset";
+  } else if (has("embeddings")) {
+    out.kind = "embeddings";
+    arrays = {"embeddings", "labels"};
+  } else if (has("assignments")) {
+    out.kind = "clustering";
+    arrays = {"assignments", "centroids"};
+  }
+  UEL_CHECK_DATA(
+      !out.kind.empty(),
+      "'{}' is not a uel file: no /images (uel prepare), /embeddings (uel embed) or "
+      "/assignments (uel cluster)",
+      path);
+  for (const char* name : arrays) {
+    if (!has(name))
+      continue;
+    Handle dset(H5Dopen2(file.get(), name, H5P_DEFAULT), H5Dclose);
+    Handle space(H5Dget_space(dset.get()), H5Sclose);
+    Handle type(H5Dget_type(dset.get()), H5Tclose);
+    hsize_t dims[H5S_MAX_RANK] = {};
+    const int rank = H5Sget_simple_extent_dims(space.get(), dims, nullptr);
+    std::vector<std::string> sizes;
+    for (int i = 0; i < rank; ++i)
+      sizes.push_back(std::to_string(dims[i]));
+    const bool is_float = H5Tget_class(type.get()) == H5T_FLOAT;
+    out.arrays.emplace_back(
+        name,
+        fmt::format(
+            "{} {}{}",
+            fmt::join(sizes, " x "),
+            is_float ? "float" : "int",
+            8 * H5Tget_size(type.get())));
+  }
+  for (const char* name : {"source", "checkpoint", "metric", "k", "inertia", "iterations"}) {
+    if (!h5::has_attribute(file.get(), name))
+      continue;
+    Handle attribute(H5Aopen(file.get(), name, H5P_DEFAULT), H5Aclose);
+    Handle type(H5Aget_type(attribute.get()), H5Tclose);
+    const H5T_class_t type_class = H5Tget_class(type.get());
+    out.attributes.emplace_back(
+        name,
+        type_class == H5T_STRING ? h5::read_string_attribute(file.get(), name)
+        : type_class == H5T_INTEGER
+            ? std::to_string(h5::read_int_attribute(file.get(), name))
+            : fmt::format("{:.6g}", h5::read_double_attribute(file.get(), name)));
   }
   return out;
 }

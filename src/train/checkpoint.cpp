@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <regex>
+#include <set>
 #include <sstream>
 #include <vector>
 
@@ -117,6 +119,43 @@ CheckpointState read_state(const std::string& dir) {
 
 void mark_done(const std::string& dir) {
   std::ofstream(fs::path(dir) / "DONE") << "complete\n";
+}
+
+std::map<std::string, std::string> ini_values(const std::string& ini) {
+  std::map<std::string, std::string> out;
+  std::istringstream in(ini);
+  std::string line, section;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line.front() == '[' && line.back() == ']') {
+      section = line.substr(1, line.size() - 2);
+    } else if (const size_t eq = line.find(" = "); eq != std::string::npos) {
+      out[section + "." + line.substr(0, eq)] = line.substr(eq + 3);
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> changed_options(const std::string& saved_ini, const std::string& ini) {
+  static const std::set<std::string> run_control = {
+      "train.max_steps",
+      "train.resume",
+      "train.threads",
+      "train.log_every",
+      "train.checkpoint_every",
+      "train.keep",
+      "data.workers",
+      "data.prefetch",
+      "eval.every",
+      "comm.timeout_s"};
+  const auto before = ini_values(saved_ini), after = ini_values(ini);
+  std::vector<std::string> changed;
+  for (const auto& [key, now] : after) {
+    const auto it = before.find(key);
+    const std::string saved = it == before.end() ? "(unset)" : it->second;
+    if (saved != now && !run_control.count(key))
+      changed.push_back(fmt::format("{} {} -> {}", key, saved, now));
+  }
+  return changed;
 }
 
 }  // namespace uel::train

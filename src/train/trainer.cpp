@@ -314,6 +314,7 @@ void Trainer::save_checkpoint() {
     state.config_hash = fnv1a(config_.resolved_ini);
     state.git_sha = git_sha();
     write_state(dir, state);
+    std::ofstream(fs::path(dir) / "config.ini") << config_.resolved_ini;
   }
   method_->save(dir);
   comm_->barrier();  // every rank's part is written before DONE
@@ -335,7 +336,15 @@ void Trainer::load_checkpoint(const std::string& dir, bool with_state) {
   epoch_ = state.epoch;
   step_in_epoch_ = state.step_in_epoch;
   global_step_ = state.global_step;
-  if (state.config_hash != fnv1a(config_.resolved_ini)) {
+  const fs::path saved_config = fs::path(dir) / "config.ini";
+  if (fs::exists(saved_config)) {
+    std::ifstream in(saved_config);
+    const std::string saved((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::vector<std::string> changed = changed_options(saved, config_.resolved_ini);
+    if (!changed.empty())
+      log_warn(
+          "resuming {} with options changed since it was saved: {}", dir, fmt::join(changed, ", "));
+  } else if (state.config_hash != fnv1a(config_.resolved_ini)) {
     log_warn("resuming {} with a configuration that differs from the one it was saved with", dir);
   }
   if (state.world_size != comm_->size()) {

@@ -21,6 +21,14 @@ check() {  # check NAME CONDITION...
   fi
 }
 
+# all_in TEXT PATTERN...: every grep pattern matches TEXT; none_in TEXT PATTERN: it does not.
+all_in() {
+  local text=$1 pattern
+  shift
+  for pattern in "$@"; do grep -q -- "$pattern" <<<"$text" || return 1; done
+}
+none_in() { ! grep -q -- "$2" <<<"$1"; }
+
 # expect_exit NAME CODE NEEDLE COMMAND...: exit status CODE and NEEDLE in the output.
 expect_exit() {
   local name=$1 code=$2 needle=$3
@@ -104,6 +112,48 @@ expect_exit "NCE temperature below the floor" 2 "--nce.temperature 0.001 is belo
   "$uel" train --data.train="$tmp/fm/test.h5" --train.method=nce --nce.temperature=0.001 --out "$tmp/t"
 expect_exit "bank benchmark size" 2 "--bench.bank_rows: 0.5 is not a positive whole number" \
   "$uel" bench bank --bench.bank_rows=0.5
+
+# --- help, messages and exit statuses a new user meets -----------------------------------------
+for command in prepare info bench cluster train eval embed "bench loader" "bench comm" "bench step" \
+  "bench bank" "bench kmeans" "prepare fashion-mnist"; do
+  # shellcheck disable=SC2086
+  check "uel $command --help works" bash -c "'$uel' $command --help | grep -q '^usage: '"
+done
+check "uel bench --help lists every benchmark" bash -c "'$uel' bench --help | grep -q '^  kmeans '"
+check "uel --help lists bench's bank" bash -c "'$uel' --help | grep -q 'loader, comm, step, bank, kmeans'"
+check "uel --help documents exit statuses 4 and 5" \
+  bash -c "'$uel' --help | grep -q '4 communication' && '$uel' --help | grep -q '5 CUDA'"
+expect_exit "unknown key, space-separated" 2 "unknown option 'train.metod' on the command line; did you mean 'train.method'?" \
+  "$uel" train --train.metod isif --out "$tmp/t"
+out=$("$uel" bench loader --train.batch_size=-4 2>&1 || true)
+check "a user error carries no code location" none_in "$out" "check '"
+out=$(UEL_DEBUG=1 "$uel" bench loader --train.batch_size=-4 2>&1 || true)
+check "UEL_DEBUG=1 adds the code location" grep -q "options.cpp:.*check '" <<<"$out"
+expect_exit "--print-config validates across options" 2 "--eval.features=bank needs the memory bank" \
+  "$uel" train --config "$(dirname "$0")/../../configs/fmnist-isif.ini" --eval.features=bank --print-config
+
+# A tiny run: resume warnings, uel info on runs, checkpoints and embeddings.
+tiny=(--data.train="$tmp/fm/test.h5" --data.test="$tmp/fm/test.h5" --aug.mean=0.286 --aug.std=0.353
+  --model.width=4 --model.low_dim=8 --train.batch_size=32 --train.threads=1 --eval.every=0
+  --train.checkpoint_every=2 --out "$tmp/run")
+"$uel" train "${tiny[@]}" --train.max_steps=2 >/dev/null 2>&1
+out=$("$uel" train "${tiny[@]}" --train.max_steps=4 --train.log_every=1 2>&1)
+check "resuming with another max_steps does not warn" all_in "$out" "resumed from"
+check "resuming with another max_steps does not warn (no 'changed')" none_in "$out" "changed"
+out=$("$uel" train "${tiny[@]}" --train.max_steps=6 --train.lr=0.05 2>&1)
+check "resuming with another lr names it" grep -qF "options changed since it was saved: train.lr 0.03 -> 0.05" <<<"$out"
+info=$("$uel" info "$tmp/run/checkpoints/step-0000006")
+check "uel info describes a checkpoint" all_in "$info" "^kind: checkpoint" "^step: 6 " "^world size: 1" \
+  "^method: isif" "^state: complete"
+cp -r "$tmp/run/checkpoints/step-0000006" "$tmp/partial" && rm "$tmp/partial/DONE"
+check "uel info flags an incomplete checkpoint" bash -c "'$uel' info '$tmp/partial' | grep -q '^state: incomplete'"
+info=$("$uel" info "$tmp/run")
+check "uel info describes a run" all_in "$info" "^kind: run" "latest complete: .*step-0000006"
+"$uel" embed --run "$tmp/run" --data "$tmp/fm/test.h5" --out "$tmp/emb.h5" >/dev/null 2>&1
+info=$("$uel" info "$tmp/emb.h5")
+check "uel info describes embeddings" all_in "$info" "^kind: embeddings" "^embeddings: 10000 x 8 float32" \
+  "^checkpoint: .*step-0000006"
+expect_exit "uel info on a folder that is no run" 3 "neither a run folder" "$uel" info "$tmp/imgs"
 
 # Every recipe parses: no unknown key, no bad value.
 parses() { "$uel" train --config "$1" --print-config >/dev/null 2>&1; }

@@ -72,6 +72,22 @@ TEST(Optimizer, GroupsFollowTheScheduleByScaleOrOwnBaseRate) {
   EXPECT_TRUE(torch::allclose(w[2], -0.015 * g, 0, 1e-15)) << w[2];
 }
 
+// A resume names what changed, and stays quiet about options that only split or move a run.
+TEST(Checkpoint, ChangedOptionsIgnoreHowTheRunIsExecuted) {
+  const std::string saved =
+      "[data]\nworkers = 1\n[train]\nlr = 0.03\nmax_steps = 100\nthreads = 2\nseed = 0\n";
+  EXPECT_TRUE(
+      changed_options(
+          saved, "[data]\nworkers = 4\n[train]\nlr = 0.03\nmax_steps = 0\nthreads = 1\nseed = 0\n")
+          .empty());
+  EXPECT_EQ(
+      changed_options(
+          saved,
+          "[data]\nworkers = 1\n[train]\nlr = 0.05\nmax_steps = 100\nthreads = 2\nseed = "
+          "0\nwarmup_epochs = 5\n"),
+      (std::vector<std::string>{"train.lr 0.03 -> 0.05", "train.warmup_epochs (unset) -> 5"}));
+}
+
 TEST(Schedule, ValidationNamesTheOption) {
   ScheduleConfig c;
   c.factors = {0.1};

@@ -30,7 +30,8 @@ struct BenchOptions {
 struct Config : train::RunConfig {
   BenchOptions bench;
 
-  // Every option; the declare_* parts serve commands that need only some sections.
+  // Every option, with validate() as the options' validator; the declare_* parts serve
+  // commands that need only some sections (they add the validator themselves).
   void declare(OptionSet& options);
   void declare_data(OptionSet& options);
   void declare_model(OptionSet& options);

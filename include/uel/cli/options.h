@@ -37,6 +37,10 @@ class OptionSet {
   // A bare word after the command (`uel info FILE`); required unless it has a default.
   OptionSet& add_positional(const std::string& name, std::string* target, const std::string& help);
 
+  // A check across options (ConfigError), run by parse after every option's own check and
+  // before --print-config prints: a configuration that prints is one that runs.
+  OptionSet& add_validator(std::function<void()> validator);
+
   // Parses the arguments after the subcommand, reading `--config FILE` when given, then runs
   // every check. Returns false when --help or --print-config was handled (printed to stdout).
   bool parse(const std::vector<std::string>& args);

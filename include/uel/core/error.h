@@ -1,7 +1,8 @@
 #pragma once
 
-// One family of typed exceptions and the check macros that throw them. Every message carries
-// file:line, the failed expression and a hint that names the fix.
+// One family of typed exceptions and the check macros that throw them. Every message names the
+// fix; what() adds file:line and the failed expression for developers, message() is the hint
+// alone for errors the user caused (ConfigError, DataError), which is what they see.
 
 #include <stdexcept>
 #include <string>
@@ -12,11 +13,24 @@ namespace uel {
 
 class Error : public std::runtime_error {
  public:
-  explicit Error(const std::string& what) : std::runtime_error(what) {}
+  // location: where a check failed ("src/x.cpp:12: check 'cond' failed"), empty if unknown.
+  explicit Error(const std::string& message, const std::string& location = "")
+      : std::runtime_error(location.empty() ? message : message + " [" + location + "]"),
+        message_(message) {}
+  const std::string& message() const {
+    return message_;
+  }
   // Process exit status for a `main` that catches this error.
   virtual int exit_code() const {
     return 1;
   }
+  // Caused by the user's options or files: reported without the code location.
+  virtual bool user_error() const {
+    return false;
+  }
+
+ private:
+  std::string message_;
 };
 
 // A bad option, option value or command line: the user fixes the config.
@@ -26,6 +40,9 @@ class ConfigError : public Error {
   int exit_code() const override {
     return 2;
   }
+  bool user_error() const override {
+    return true;
+  }
 };
 
 // A missing, truncated or malformed input file: the user fixes the data.
@@ -34,6 +51,9 @@ class DataError : public Error {
   using Error::Error;
   int exit_code() const override {
     return 3;
+  }
+  bool user_error() const override {
+    return true;
   }
 };
 
@@ -56,8 +76,8 @@ class CudaError : public Error {
 
 namespace detail {
 
-std::string format_check_failure(
-    const char* file, int line, const char* expression, const std::string& hint);
+// "src/x.cpp:12: check 'cond' failed", the path from src/, include/ or tests/ on.
+std::string check_location(const char* file, int line, const char* expression);
 
 template <class E, class... Args>
 [[noreturn]] void throw_check_failure(
@@ -66,8 +86,7 @@ template <class E, class... Args>
     const char* expression,
     fmt::format_string<Args...> hint,
     Args&&... args) {
-  throw E(
-      format_check_failure(file, line, expression, fmt::format(hint, std::forward<Args>(args)...)));
+  throw E(fmt::format(hint, std::forward<Args>(args)...), check_location(file, line, expression));
 }
 
 }  // namespace detail

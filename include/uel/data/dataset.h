@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -123,5 +124,15 @@ struct Clustering {
   int64_t iterations = 0;
 };
 void write_clustering(const std::string& path, const Clustering& clustering);
+
+// What an embeddings (`uel embed`) or clustering (`uel cluster`) file holds, without reading its
+// arrays: `uel info`. kind: "embeddings", "clustering" or "dataset" (the file has /images; read
+// those with ImageDataset). DataError for a file that is none of them.
+struct FileSummary {
+  std::string kind;
+  std::vector<std::pair<std::string, std::string>> arrays;      // name, "N x D float32"
+  std::vector<std::pair<std::string, std::string>> attributes;  // scalar ones, as text
+};
+FileSummary summarize_file(const std::string& path);
 
 }  // namespace uel::data

@@ -1,13 +1,15 @@
 #pragma once
 
 // Checkpoints (DESIGN.md §1): RUN/checkpoints/step-NNNNNNN/ with model.pt (weights archive),
-// optim.pt (optimizer state), state.json, the method's files (nce: shard-RRRR.h5 per rank,
-// memory-bank rows), and DONE, which rank 0 writes last after a barrier: a folder without DONE is
-// incomplete and ignored.
+// optim.pt (optimizer state), state.json, config.ini (the run's resolved options), the method's
+// files (nce: shard-RRRR.h5 per rank, memory-bank rows), and DONE, which rank 0 writes last after a
+// barrier: a folder without DONE is incomplete and ignored.
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace uel::train {
 
@@ -30,5 +32,15 @@ void prune_checkpoints(const std::string& run_dir, int64_t keep);
 void write_state(const std::string& dir, const CheckpointState& state);
 CheckpointState read_state(const std::string& dir);
 void mark_done(const std::string& dir);
+
+// `section.key` -> value of a resolved configuration (`[section]` / `key = value` text).
+std::map<std::string, std::string> ini_values(const std::string& ini);
+
+// The options that differ between two resolved configurations (`[section]` / `key = value` text)
+// as "section.key saved -> now", in order. Options that steer how a run executes rather than
+// what it computes (train.max_steps, train.resume, train.threads, train.log_every,
+// train.checkpoint_every, train.keep, data.workers, data.prefetch, eval.every, comm.timeout_s)
+// are left out: changing them is how a run is split or moved.
+std::vector<std::string> changed_options(const std::string& saved_ini, const std::string& ini);
 
 }  // namespace uel::train
