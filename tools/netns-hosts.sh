@@ -42,9 +42,14 @@ check() {
 set_cap() {
   local rate=$1 n bits burst
   if [[ $rate != none ]]; then
-    [[ $rate =~ ^([0-9]+)([kmg]?)bit$ ]] || die "rate '$rate': give NUMBER[k|m|g]bit, e.g. 1gbit, or none"
+    [[ $rate =~ ^([0-9]+)([kmg]?)bit$ ]] ||
+      die "rate '$rate': give NUMBER[k|m|g]bit, e.g. 1gbit, or none"
     bits=${BASH_REMATCH[1]}
-    case ${BASH_REMATCH[2]} in k) bits=$((bits * 1000)) ;; m) bits=$((bits * 1000000)) ;; g) bits=$((bits * 1000000000)) ;; esac
+    case ${BASH_REMATCH[2]} in
+      k) bits=$((bits * 1000)) ;;
+      m) bits=$((bits * 1000000)) ;;
+      g) bits=$((bits * 1000000000)) ;;
+    esac
     burst=$((bits / 8 / 1000 > 16384 ? bits / 8 / 1000 : 16384))
   fi
   for n in 1 2; do
@@ -129,12 +134,12 @@ case ${1:-} in
     hostfile=$(mktemp)
     trap 'rm -f "$hostfile"' EXIT
     printf '%s slots=16\n' "${prefix}1" "${prefix}2" >"$hostfile"
-    # A subshell rather than exec, so the trap removes the hostfile.
+    # In a subshell, so the trap still removes the hostfile.
     (
       export OMPI_MCA_rmaps_base_mapping_policy=${OMPI_MCA_rmaps_base_mapping_policy:-node}
-      ip netns exec "${prefix}1" unshare --uts sh -c 'hostname "$0" && exec "$@"' "${prefix}1" \
-        mpirun --hostfile "$hostfile" --mca plm_rsh_agent "$self agent" --mca btl tcp,self \
-        --mca btl_tcp_if_include "$subnet.0/24" --mca oob_tcp_if_include "$subnet.0/24" "$@"
+      on_host "${prefix}1" mpirun --hostfile "$hostfile" --mca plm_rsh_agent "$self agent" \
+        --mca btl tcp,self --mca btl_tcp_if_include "$subnet.0/24" \
+        --mca oob_tcp_if_include "$subnet.0/24" "$@"
     )
     ;;
   stats)
