@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <functional>
@@ -268,16 +269,37 @@ int bench_step(const Args& args) {
   config.resolved_ini = options.to_ini();
   const comm::WorldInfo& world = start_ranks(config.train.threads);
   train::Trainer trainer(config, "");
-  const double img_per_s = trainer.benchmark(config.bench.steps, config.bench.warmup);
+  const train::StepBenchmark result = trainer.benchmark(config.bench.steps, config.bench.warmup);
+  const double img_per_s = result.img_per_s;
   const int views = methods::views(config.method);
+  const double gradient_mb = static_cast<double>(result.gradient_bytes) / (1 << 20);
+  // Exposed time can exceed the all-reduces' own when a peer's backward is slower.
+  const double hidden = result.all_reduce_seconds > 0
+                            ? std::max(0.0, 1 - result.exposed_seconds / result.all_reduce_seconds)
+                            : 0.0;
+  const std::string sync_text =
+      result.timed_all_reduce
+          ? fmt::format(
+                "{:.1f} ms all-reducing, {:.1f} ms exposed ({:.0f}% hidden behind backward)",
+                1e3 * result.all_reduce_seconds,
+                1e3 * result.exposed_seconds,
+                100 * hidden)
+          : std::string("not timed: NCCL runs them on the device");
+  const std::string sync_json = result.timed_all_reduce
+                                    ? fmt::format(
+                                          R"(, "allreduce_ms": {:.3f}, "exposed_ms": {:.3f})",
+                                          1e3 * result.all_reduce_seconds,
+                                          1e3 * result.exposed_seconds)
+                                    : "";
   if (world.rank == 0) {
     std::printf(
         "%s\n",
         fmt::format(
             "step benchmark: {} {} on {}, {} ranks, global batch {} ({} views/step), {} steps\n"
             "{:.1f} instances/s ({:.1f} views/s, {:.1f} instances/s per rank)\n"
+            "gradient all-reduce per step (mean of ranks): {:.1f} MB in {} buckets, {}\n"
             R"({{"bench": "step", "method": "{}", "arch": "{}", "data": "{}", "ranks": {}, "batch": {}, )"
-            R"("threads": {}, "steps": {}, "img_per_s": {:.2f}}})",
+            R"("threads": {}, "steps": {}, "img_per_s": {:.2f}, "buckets": {}, "gradient_mb": {:.3f}{}}})",
             config.method.name,
             config.model.arch,
             config.data.train,
@@ -288,6 +310,9 @@ int bench_step(const Args& args) {
             img_per_s,
             views * img_per_s,
             img_per_s / world.size,
+            gradient_mb,
+            result.buckets,
+            sync_text,
             config.method.name,
             config.model.arch,
             config.data.train,
@@ -295,7 +320,10 @@ int bench_step(const Args& args) {
             config.train.batch_size,
             at::get_num_threads(),
             config.bench.steps,
-            img_per_s)
+            img_per_s,
+            result.buckets,
+            gradient_mb,
+            sync_json)
             .c_str());
   }
   return 0;

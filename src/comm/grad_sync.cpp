@@ -1,5 +1,6 @@
 #include "uel/comm/grad_sync.h"
 
+#include <chrono>
 #include <map>
 
 #include <ATen/ATen.h>
@@ -9,6 +10,15 @@
 #include "uel/core/error.h"
 
 namespace uel::comm {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+}  // namespace
 
 GradSync::GradSync(
     std::vector<std::pair<std::string, at::Tensor>> named_parameters,
@@ -152,7 +162,14 @@ void GradSync::mark_arrived(size_t index) {
 void GradSync::launch_ready() {
   while (next_launch_ < buckets_.size() && buckets_[next_launch_].ready) {
     Bucket& b = buckets_[next_launch_++];
+    const auto start = Clock::now();
     launched_.push_back(model_comm_.all_reduce_async(b.flat, ReduceOp::kAvg));
+    if (measures_timing()) {
+      // Blocking inline: backward waits for the whole all-reduce.
+      const double seconds = seconds_since(start);
+      timing_.all_reduce_seconds += seconds;
+      timing_.exposed_seconds += seconds;
+    }
   }
 }
 
@@ -169,6 +186,7 @@ void GradSync::worker_loop() {
       }
       bucket = &buckets_[next_launch_];
     }
+    const auto start = Clock::now();
     try {
       comm_->all_reduce(bucket->flat, ReduceOp::kAvg);
     } catch (...) {
@@ -177,7 +195,9 @@ void GradSync::worker_loop() {
       changed_.notify_all();
       return;
     }
+    const double seconds = seconds_since(start);
     std::lock_guard<std::mutex> lock(mutex_);
+    timing_.all_reduce_seconds += seconds;
     ++next_launch_;
     changed_.notify_all();
   }
@@ -219,11 +239,13 @@ void GradSync::finish() {
     for (auto& work : launched_)
       work->wait();
   } else {
+    const auto start = Clock::now();
     std::unique_lock<std::mutex> lock(mutex_);
     changed_.wait(lock, [this] { return failure_ || next_launch_ == buckets_.size(); });
     if (failure_) {
       std::rethrow_exception(failure_);
     }
+    timing_.exposed_seconds += seconds_since(start);
   }
   // As DDP does: a parameter no rank used keeps no gradient, so optimisers skip it (a zero
   // gradient would still apply weight decay). The worker is idle now, so every communicator is
@@ -245,6 +267,7 @@ void GradSync::finish() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     reset_step();
+    ++timing_.steps;
   }
   at::NoGradGuard no_grad;
   for (size_t i = 0; i < slots_.size(); ++i) {
@@ -280,6 +303,18 @@ void GradSync::broadcast_buffers() {
       offset += t.numel();
     }
   }
+}
+
+GradSync::Timing GradSync::timing() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return timing_;
+}
+
+int64_t GradSync::gradient_bytes() const {
+  int64_t bytes = 0;
+  for (const auto& b : buckets_)
+    bytes += b.flat.nbytes();
+  return bytes;
 }
 
 std::vector<std::vector<size_t>> GradSync::bucket_layout() const {

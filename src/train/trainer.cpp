@@ -583,18 +583,30 @@ void Trainer::start_epoch(int64_t epoch, int64_t first_step) {
   input_.loader->start_epoch(epoch, first_step);
 }
 
-double Trainer::benchmark(int64_t steps, int64_t warmup) {
+StepBenchmark Trainer::benchmark(int64_t steps, int64_t warmup) {
   data::Loader& loader = *input_.loader;
   start_epoch(0, 0);
   const double lr = config_.train.schedule.lr;
   for (int64_t i = 0; i < warmup; ++i)
     train_step(loader.next_cycling(), lr);
   comm_->barrier();
+  const comm::GradSync::Timing before = grad_sync_->timing();
   const auto start = Clock::now();
   for (int64_t i = 0; i < steps; ++i)
     train_step(loader.next_cycling(), lr);
   comm_->barrier();
-  return steps * config_.train.batch_size / seconds_since(start);
+  StepBenchmark result;
+  result.img_per_s = steps * config_.train.batch_size / seconds_since(start);
+  const comm::GradSync::Timing after = grad_sync_->timing();
+  result.buckets = static_cast<int64_t>(grad_sync_->bucket_layout().size());
+  result.gradient_bytes = grad_sync_->gradient_bytes();
+  result.timed_all_reduce = grad_sync_->measures_timing();
+  auto per_step = [&](double total) {
+    return comm_->all_reduce_scalar(total / steps, comm::ReduceOp::kAvg);
+  };
+  result.all_reduce_seconds = per_step(after.all_reduce_seconds - before.all_reduce_seconds);
+  result.exposed_seconds = per_step(after.exposed_seconds - before.exposed_seconds);
+  return result;
 }
 
 }  // namespace uel::train

@@ -1,6 +1,9 @@
 // Gradients: all_gather_with_grad against the single-process gradient of the same global
 // computation, and GradSync training that ends where one process with the global batch ends.
 
+#include <chrono>
+#include <thread>
+
 #include <torch/torch.h>
 
 #include <gtest/gtest.h>
@@ -230,6 +233,67 @@ TEST(GradSync, BufferBroadcastKeepsBatchNormStatisticsEqual) {
     }
     if (r == 0) {
       EXPECT_TRUE(at::equal(bn->running_mean, rank0_mean));  // rank 0 keeps its own
+    }
+  }
+}
+
+// Stands for a backward that spends 300 ms between two layers' gradients.
+struct SlowBackward : torch::autograd::Function<SlowBackward> {
+  static at::Tensor forward(torch::autograd::AutogradContext*, const at::Tensor& x) {
+    return x.clone();
+  }
+  static torch::autograd::variable_list backward(
+      torch::autograd::AutogradContext*, torch::autograd::variable_list grads) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    return grads;
+  }
+};
+
+// Every all-reduce takes 100 ms, as over a slow link.
+class SlowLink : public LocalCommunicator {
+ public:
+  void all_reduce(at::Tensor& tensor, ReduceOp op) override {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    LocalCommunicator::all_reduce(tensor, op);
+  }
+  std::unique_ptr<Communicator> split() override {
+    return std::make_unique<SlowLink>();
+  }
+};
+
+// The second layer's bucket is ready 300 ms before the first layer's: on the worker thread its
+// all-reduce hides behind that part of backward, the first layer's (the last bucket) cannot.
+// Inline on a blocking backend backward stalls for both.
+TEST(GradSync, TimesAllReducesAndThePartBackwardDidNotHide) {
+  for (const BucketLaunch launch : {BucketLaunch::kThread, BucketLaunch::kInline}) {
+    SCOPED_TRACE(launch == BucketLaunch::kThread ? "worker thread" : "inline");
+    SlowLink link;
+    torch::nn::Linear first(6, 16), second(16, 4);
+    std::vector<std::pair<std::string, at::Tensor>> params;
+    for (const auto& p : first->named_parameters())
+      params.emplace_back("first." + p.key(), p.value());
+    for (const auto& p : second->named_parameters())
+      params.emplace_back("second." + p.key(), p.value());
+    GradSyncOptions options;
+    options.launch = launch;
+    options.first_bucket_mb = 300.0 / (1 << 20);  // second: 68 floats
+    options.bucket_mb = 500.0 / (1 << 20);        // first: 112 floats
+    GradSync sync(params, {}, link, options);
+    ASSERT_EQ(sync.bucket_layout().size(), 2u);
+    ASSERT_TRUE(sync.measures_timing());
+    for (int step = 0; step < 2; ++step) {
+      second->forward(SlowBackward::apply(first->forward(at::ones({2, 6})))).sum().backward();
+      sync.finish();
+    }
+    const GradSync::Timing timing = sync.timing();
+    EXPECT_EQ(timing.steps, 2);
+    EXPECT_GE(timing.all_reduce_seconds, 0.4);  // 2 steps x 2 buckets x 100 ms
+    EXPECT_LT(timing.all_reduce_seconds, 0.6);
+    if (launch == BucketLaunch::kThread) {
+      EXPECT_GE(timing.exposed_seconds, 0.19);  // the last bucket, 2 x 100 ms
+      EXPECT_LT(timing.exposed_seconds, 0.35);  // all of it would be 0.4
+    } else {
+      EXPECT_EQ(timing.exposed_seconds, timing.all_reduce_seconds);
     }
   }
 }

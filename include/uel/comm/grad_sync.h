@@ -90,8 +90,25 @@ class GradSync {
     return comm_ ? comm_->stats() : CommStats{};
   }
 
+  // Where the bucket all-reduces' time went, summed over finish() calls (callers take
+  // differences, as with comm_stats()). Host clocks see it where the all-reduce blocks a host
+  // thread: on the worker (kThread), and inline on a blocking backend, where backward stalls
+  // for every bucket so all of it is exposed. NCCL runs them on the device: not measured.
+  struct Timing {
+    int64_t steps = 0;
+    double all_reduce_seconds = 0;
+    // The part backward did not hide: finish() waiting for the buckets (a slower peer's
+    // backward shows up here too, as it does in any step).
+    double exposed_seconds = 0;
+  };
+  Timing timing() const;
+  bool measures_timing() const {
+    return !launches_inline() || !model_comm_.asynchronous();
+  }
+
   // Parameter indices of each bucket, in launch order (for tests and logs).
   std::vector<std::vector<size_t>> bucket_layout() const;
+  int64_t gradient_bytes() const;  // of all buckets: what one step all-reduces
 
  private:
   struct Bucket {
@@ -126,8 +143,9 @@ class GradSync {
   GradSyncOptions options_;
   bool no_sync_ = false;
 
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   std::condition_variable changed_;
+  Timing timing_;
   size_t next_launch_ = 0;
   bool stopping_ = false;
   std::exception_ptr failure_;

@@ -103,6 +103,16 @@ struct Evaluation {
   std::string summary() const;  // one line for the log
 };
 
+// Full training steps timed by Trainer::benchmark; seconds are per step, averaged over ranks.
+struct StepBenchmark {
+  double img_per_s = 0;
+  int64_t buckets = 0;
+  int64_t gradient_bytes = 0;     // all-reduced per step
+  bool timed_all_reduce = false;  // false on NCCL, whose all-reduces run on the device
+  double all_reduce_seconds = 0;  // inside the bucket all-reduces
+  double exposed_seconds = 0;     // of those, not hidden behind backward
+};
+
 class Trainer {
  public:
   // Collective: every rank constructs it (MPI must be initialised).
@@ -111,8 +121,8 @@ class Trainer {
 
   // Trains to the end of the schedule or to train.max_steps, resuming per train.resume.
   void run();
-  // Images (instances) per second of full training steps, after `warmup` untimed ones.
-  double benchmark(int64_t steps, int64_t warmup);
+  // `steps` full training steps after `warmup` untimed ones.
+  StepBenchmark benchmark(int64_t steps, int64_t warmup);
   // Loads weights and the method's files (and, with_state, optimizer state and position) of a
   // checkpoint folder saved on any world size.
   void load_checkpoint(const std::string& dir, bool with_state);
