@@ -87,7 +87,10 @@ void fail_world(int exit_code) {
 int run_guarded(const std::function<int()>& body) {
   int code = 0;
   try {
+    // A status the body returns ends every rank normally (a stopped run's 75 included).
     code = body();
+    finalize_world();
+    return code;
   } catch (const Error& e) {
     log_error("{}", e.what());
     code = e.exit_code();
@@ -105,11 +108,7 @@ int run_guarded(const std::function<int()>& body) {
     log_error("unexpected failure: {}", e.what());
     code = 1;
   }
-  if (code != 0) {
-    fail_world(code);
-  } else {
-    finalize_world();
-  }
+  fail_world(code);
   return code;
 }
 

@@ -35,7 +35,8 @@ void finalize_world();
 void fail_world(int exit_code);
 
 // Runs a program's body: an exception is logged with host:pid:rank and ends the job through
-// fail_world (exit status from the error type); a normal return finalises MPI if it was started.
+// fail_world (exit status from the error type); a return finalises MPI if it was started and
+// passes the body's status on.
 int run_guarded(const std::function<int()>& body);
 
 // "auto": the rank's GPU (gpu_for_rank: launcher's local rank, CUDA_VISIBLE_DEVICES) when CUDA
