@@ -8,7 +8,8 @@
 #            in one job, which completes with the losses of an uninterrupted job digit for digit;
 #            through mpirun, scancel --signal=USR1 --batch does the same once; prints the timeline;
 #   kill:    a rank killed with SIGKILL ends its job within seconds, FAILED with a non-zero exit
-#            code and no rank left, under srun and under mpirun.
+#            code and no rank left, under srun and under mpirun; scancel (SIGTERM) ends a job
+#            CANCELLED, with a checkpoint and without a requeue.
 # Exits 77 (skipped) where Slurm cannot be stood up (no root, no packages).
 # usage: test_slurm.sh CASE UEL REPO
 set -uo pipefail
@@ -212,6 +213,16 @@ kill)
     left=$(for pid in $(our_ranks); do tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "kill-$launcher" && echo "$pid"; done)
     [[ -z $left ]] && pass || fail "$launcher: ranks left running: $left"
   done
+
+  # scancel (SIGTERM): the ranks stop with a checkpoint, and the job stays cancelled.
+  job=$(submit uel-train "$repo/slurm/train.sbatch" "${train[@]}" --out="$tmp/cancel")
+  for ((i = 0; i < 600 && $(last_step "$tmp/cancel/metrics.jsonl") < 3; i++)); do sleep 0.1; done
+  scancel "$job"
+  state=$(wait_end "$job" 60)
+  sleep 3 # a requeued job would be PENDING by now
+  [[ $state == CANCELLED && $(job_field "$job" JobState) == CANCELLED && $(job_field "$job" Restarts) == 0 ]] &&
+    grep -q "not requeued" "$tmp/uel-train-$job.out" && ls "$tmp"/cancel/checkpoints/step-*/DONE >/dev/null 2>&1 &&
+    pass || fail "scancel: the job ended $state, now $(job_field "$job" JobState), restarts $(job_field "$job" Restarts): $(grep -v 'epoch 0 step' "$tmp/uel-train-$job.out")"
   ;;
 
 *)
