@@ -37,6 +37,7 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
+trap 'exit 1' INT TERM # through the EXIT trap
 slurm_up "$tmp/slurm" || exit 1
 
 # The jobs: uel and the scripts of this tree, OpenMPI on shared memory and loopback only.
