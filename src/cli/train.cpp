@@ -12,6 +12,7 @@
 #include "uel/core/error.h"
 #include "uel/core/logging.h"
 #include "uel/data/dataset.h"
+#include "uel/runtime/stop_signals.h"
 #include "uel/train/checkpoint.h"
 #include "uel/train/trainer.h"
 
@@ -75,10 +76,18 @@ int run_train(const Args& args) {
   if (!options.parse(args))
     return 0;
   UEL_CHECK_CONFIG(!out.empty(), "--out RUN is required (the run folder)");
+  // Early: a stop signal before the first step (start-up, MPI, data) stops after that step
+  // instead of ending the process without a checkpoint.
+  runtime::install_stop_signals();
   config.resolved_ini = options.to_ini();
   start_ranks(config.train.threads);
   train::Trainer trainer(config, out);
-  trainer.run();
+  if (trainer.run([] { return runtime::stop_signal() != 0; }) == train::RunEnd::kStopped) {
+    log_info(
+        "exit status {}: stopped by a signal (SIGUSR1 or SIGTERM); the same command resumes",
+        kExitStopped);
+    return kExitStopped;
+  }
   return 0;
 }
 

@@ -5,6 +5,7 @@
 #include <c10/util/Exception.h>
 #include <torch/cuda.h>
 
+#include "uel/comm/gpu_binding.h"
 #include "uel/comm/mpi_communicator.h"
 #include "uel/core/error.h"
 #include "uel/core/logging.h"
@@ -86,7 +87,10 @@ void fail_world(int exit_code) {
 int run_guarded(const std::function<int()>& body) {
   int code = 0;
   try {
+    // A status the body returns ends every rank normally (a stopped run's 75 included).
     code = body();
+    finalize_world();
+    return code;
   } catch (const Error& e) {
     // A user's mistake reads as one sentence; UEL_DEBUG=1 adds where the check failed.
     const char* debug = std::getenv("UEL_DEBUG");
@@ -107,11 +111,7 @@ int run_guarded(const std::function<int()>& body) {
     log_error("unexpected failure: {}", e.what());
     code = 1;
   }
-  if (code != 0) {
-    fail_world(code);
-  } else {
-    finalize_world();
-  }
+  fail_world(code);
   return code;
 }
 
@@ -126,19 +126,15 @@ c10::Device select_device(const std::string& spec, bool share_gpus) {
       cuda,
       "--train.device=cuda but no CUDA device is usable (LibTorch built without CUDA, no GPU, or "
       "CUDA_VISIBLE_DEVICES hides them); use --train.device=cpu");
-  const int count = static_cast<int>(torch::cuda::device_count());
   const WorldInfo w = world();
-  // Two ranks on one GPU: NCCL refuses them; MPI runs them, slower (asked for explicitly).
-  const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
-  UEL_CHECK_CONFIG(
-      share_gpus || w.local_size <= count,
-      "{} ranks on this node but {} visible GPU(s) (CUDA_VISIBLE_DEVICES={}); start one rank per "
-      "GPU, make more GPUs visible, share them with --comm.backend=mpi, or train on "
-      "--train.device=cpu",
-      w.local_size,
-      count,
-      visible != nullptr ? visible : "unset");
-  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(w.local_rank % count));
+  return c10::Device(
+      c10::kCUDA,
+      static_cast<c10::DeviceIndex>(gpu_for_rank(
+          process_env(),
+          w.local_rank,
+          w.local_size,
+          static_cast<int>(torch::cuda::device_count()),
+          share_gpus)));
 }
 
 std::unique_ptr<Communicator> make_communicator(

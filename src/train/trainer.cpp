@@ -250,7 +250,7 @@ Trainer::Trainer(RunConfig config, std::string run_dir)
 
 Trainer::~Trainer() = default;
 
-double Trainer::train_step(const data::Batch& batch, double lr) {
+Trainer::StepEnd Trainer::train_step(const data::Batch& batch, double lr, bool stop_requested) {
   optimizer_->set_lr(lr);
   model_->train();
   const at::Tensor loss = method_->loss(batch, methods::StepContext{model_, global_step_});
@@ -259,7 +259,13 @@ double Trainer::train_step(const data::Batch& batch, double lr) {
   grad_sync_->finish();
   optimizer_->step();
   method_->after_step();
-  return comm_->all_reduce_scalar(loss.item<double>(), comm::ReduceOp::kAvg);
+  // One all-reduce of two doubles per step (the same collective on every rank): the loss summed
+  // and divided as kAvg does, and how many ranks were asked to stop.
+  at::Tensor shared =
+      at::tensor({loss.item<double>(), stop_requested ? 1.0 : 0.0}, at::kDouble).to(device_);
+  comm_->all_reduce(shared, comm::ReduceOp::kSum);
+  shared = shared.cpu();
+  return {shared[0].item<double>() / comm_->size(), shared[1].item<double>() > 0};
 }
 
 std::string Trainer::agreed_latest_checkpoint() {
@@ -422,7 +428,7 @@ Evaluation Trainer::evaluate() {
   return result;
 }
 
-void Trainer::run() {
+RunEnd Trainer::run(const std::function<bool()>& stop_requested) {
   if (comm_->rank() == 0) {
     fs::create_directories(run_dir_);
     std::ofstream(fs::path(run_dir_) / "config.ini") << config_.resolved_ini;
@@ -469,6 +475,7 @@ void Trainer::run() {
   int64_t interval_steps = 0;
   comm::CommStats comm_before = comm_->stats();
   comm::CommStats sync_before = grad_sync_->comm_stats();
+  bool stopped = false;
   for (; epoch_ < config_.train.epochs && global_step_ < last_step; ++epoch_, step_in_epoch_ = 0) {
     start_epoch(epoch_, step_in_epoch_);
     while (global_step_ < last_step) {
@@ -478,7 +485,8 @@ void Trainer::run() {
       const double epoch_position = epoch_ + static_cast<double>(step_in_epoch_) / steps_per_epoch;
       const double lr = learning_rate(
           config_.train.schedule, epoch_position, config_.train.epochs, config_.train.batch_size);
-      const double loss = train_step(*batch, lr);
+      const StepEnd step = train_step(*batch, lr, stop_requested && stop_requested());
+      const double loss = step.loss;
       ++global_step_;
       ++step_in_epoch_;
       UEL_CHECK(
@@ -538,9 +546,13 @@ void Trainer::run() {
           global_step_ % config_.train.checkpoint_every == 0) {
         save_checkpoint();
       }
+      if (step.stop && global_step_ < last_step) {
+        stopped = true;
+        break;
+      }
     }
-    if (step_in_epoch_ < steps_per_epoch)
-      break;  // stopped by max_steps inside the epoch
+    if (stopped || step_in_epoch_ < steps_per_epoch)
+      break;  // stopped by a request or by max_steps inside the epoch
     if (config_.train.checkpoint_every == 0) {
       save_checkpoint();
     }
@@ -557,14 +569,27 @@ void Trainer::run() {
       interval_start = Clock::now();
     }
   }
-  // A run stopped by max_steps leaves a checkpoint to resume from. Saving is collective, so
-  // rank 0 decides for everyone (a rank that missed DONE would otherwise save alone and wait).
+  // A run stopped by max_steps or a request leaves a checkpoint to resume from. Saving is
+  // collective, so rank 0 decides for everyone (a rank that missed DONE would otherwise save
+  // alone and wait).
   const std::string last = agreed_latest_checkpoint();
   if (last != checkpoint_dir(run_dir_, global_step_)) {
     save_checkpoint();
   }
+  if (stopped) {
+    // No rank leaves before rank 0 wrote DONE: launchers end the other ranks when one exits.
+    comm_->barrier();
+    log_info(
+        "stopped on request after step {}/{} ({}); checkpoint {}",
+        global_step_,
+        last_step,
+        format_duration(seconds_since(run_start)),
+        checkpoint_dir(run_dir_, global_step_));
+    return RunEnd::kStopped;
+  }
   log_info(
       "done: {} steps in {}", global_step_ - first_step, format_duration(seconds_since(run_start)));
+  return RunEnd::kCompleted;
 }
 
 void Trainer::start_epoch(int64_t epoch, int64_t first_step) {

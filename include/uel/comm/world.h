@@ -35,12 +35,13 @@ void finalize_world();
 void fail_world(int exit_code);
 
 // Runs a program's body: an exception is logged with host:pid:rank and ends the job through
-// fail_world (exit status from the error type); a normal return finalises MPI if it was started.
+// fail_world (exit status from the error type); a return finalises MPI if it was started and
+// passes the body's status on.
 int run_guarded(const std::function<int()>& body);
 
-// "auto": cuda:(local_rank mod visible devices) when CUDA is usable, else cpu; or "cpu",
-// "cuda". CUDA_VISIBLE_DEVICES is respected (the runtime numbers the visible devices). More
-// ranks on a node than visible GPUs is a ConfigError unless `share_gpus` (the MPI backend).
+// "auto": the rank's GPU (gpu_for_rank: launcher's local rank, CUDA_VISIBLE_DEVICES) when CUDA
+// is usable, else cpu; or "cpu", "cuda". More ranks on a node than visible GPUs is a ConfigError
+// unless `share_gpus` (the MPI backend).
 c10::Device select_device(const std::string& spec, bool share_gpus = false);
 
 // "auto": nccl for CUDA devices when built with NCCL, mpi when distributed, else local;

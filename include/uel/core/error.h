@@ -74,6 +74,11 @@ class CudaError : public Error {
   }
 };
 
+// Exit status of a run that a signal stopped after it wrote a checkpoint: sysexits.h's
+// EX_TEMPFAIL ("try again"), distinct from the error statuses 1-5. slurm/train.sbatch requeues
+// the job on it.
+constexpr int kExitStopped = 75;
+
 namespace detail {
 
 // "src/x.cpp:12: check 'cond' failed", the path from src/, include/ or tests/ on.

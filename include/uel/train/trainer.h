@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -113,14 +114,21 @@ struct StepBenchmark {
   double exposed_seconds = 0;     // of those, not hidden behind backward
 };
 
+// How Trainer::run ended: the schedule (or train.max_steps) is done, or a stop request ended it
+// early with a checkpoint to resume from.
+enum class RunEnd { kCompleted, kStopped };
+
 class Trainer {
  public:
   // Collective: every rank constructs it (MPI must be initialised).
   Trainer(RunConfig config, std::string run_dir);
   ~Trainer();
 
-  // Trains to the end of the schedule or to train.max_steps, resuming per train.resume.
-  void run();
+  // Trains to the end of the schedule or to train.max_steps, resuming per train.resume. Every
+  // step the ranks agree whether any rank's `stop_requested` holds (inside the step's loss
+  // all-reduce); if so all stop after that step, write a checkpoint and return kStopped. The
+  // evaluation of an epoch whose last step was the stopping point is skipped.
+  RunEnd run(const std::function<bool()>& stop_requested = {});
   // `steps` full training steps after `warmup` untimed ones.
   StepBenchmark benchmark(int64_t steps, int64_t warmup);
   // Loads weights and the method's files (and, with_state, optimizer state and position) of a
@@ -141,7 +149,12 @@ class Trainer {
   at::Tensor embed(const data::ImageDataset& dataset, const std::vector<int64_t>& positions);
 
  private:
-  double train_step(const data::Batch& batch, double lr);
+  // The step's loss averaged over ranks, and whether any rank asked to stop.
+  struct StepEnd {
+    double loss = 0;
+    bool stop = false;
+  };
+  StepEnd train_step(const data::Batch& batch, double lr, bool stop_requested = false);
   // The method's start of an epoch (it may bring its own sampler), then the loader's.
   void start_epoch(int64_t epoch, int64_t first_step);
   void save_checkpoint();
