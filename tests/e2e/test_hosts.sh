@@ -58,15 +58,8 @@ for np in 2 4; do
     fail "two hosts x $((np / 2)) ranks differ from one host x $np"
     diff <(losses "$tmp/one$np/metrics.jsonl") <(losses "$tmp/two$np/metrics.jsonl") | head -6
   fi
-  /usr/bin/python3 - "$tmp/one1/metrics.jsonl" "$tmp/two$np/metrics.jsonl" <<'PY' && pass || fail "two hosts x $((np / 2)) ranks differ from 1 rank"
-import json, sys
-a = [json.loads(l)["loss"] for l in open(sys.argv[1])]
-b = [json.loads(l)["loss"] for l in open(sys.argv[2])]
-assert len(a) == len(b) == 10, (len(a), len(b))
-worst = max(abs(x - y) / abs(x) for x, y in zip(a, b))
-print(f"max relative loss difference vs 1 rank: {worst:.2e}")
-assert worst <= 1e-5, worst
-PY
+  /usr/bin/python3 "$(dirname "$0")/compare_losses.py" "$tmp/one1/metrics.jsonl" "$tmp/two$np/metrics.jsonl" 10 1e-5 &&
+    pass || fail "two hosts x $((np / 2)) ranks differ from 1 rank"
 done
 
 # --- bench step: all-reduce and exposed time, unshaped and capped -------------------------------
