@@ -100,6 +100,12 @@ void Config::declare_train(OptionSet& o) {
       &train.batch_size,
       "global batch in instances (each gives the method's views)",
       OptionSet::positive<int64_t>());
+  o.add(
+      "train.accumulate",
+      &train.accumulate,
+      "micro-batches per step (batch_size / accumulate each), gradients summed before one "
+      "all-reduce; methods whose loss is a mean over samples (nce)",
+      OptionSet::positive<int64_t>());
   o.add("train.epochs", &train.epochs, "epochs of the schedule", OptionSet::positive<int64_t>());
   o.add(
       "train.max_steps",
@@ -128,17 +134,23 @@ void Config::declare_train(OptionSet& o) {
   o.add_choice(
       "train.lr_scaling",
       &train.schedule.lr_scaling,
-      {"none", "linear"},
-      "linear: lr x global batch / 256 (large-batch runs)");
+      {"none", "linear", "sqrt"},
+      "lr x global batch / 256 (linear) or x sqrt(global batch / 256) (sqrt)");
   o.add_choice(
       "train.optimizer",
       &train.optimizer.name,
-      {"sgd", "adam", "adamw"},
-      "sgd (momentum), adam (coupled L2 weight decay, as torch.optim.Adam) or adamw");
+      {"sgd", "lars", "adam", "adamw"},
+      "sgd (momentum), lars (layer-wise trust ratio over momentum SGD, large batches), adam "
+      "(coupled L2 weight decay, as torch.optim.Adam) or adamw");
+  o.add(
+      "train.lars_eta",
+      &train.optimizer.lars_eta,
+      "LARS trust coefficient eta",
+      OptionSet::positive<double>());
   o.add(
       "train.momentum",
       &train.optimizer.momentum,
-      "SGD momentum",
+      "SGD and LARS momentum",
       OptionSet::non_negative<double>());
   o.add(
       "train.weight_decay",
@@ -148,6 +160,15 @@ void Config::declare_train(OptionSet& o) {
   o.add("train.adam_beta1", &train.optimizer.beta1, "Adam/AdamW beta1");
   o.add("train.adam_beta2", &train.optimizer.beta2, "Adam/AdamW beta2");
   o.add("train.seed", &train.seed, "seed of every random stream");
+  o.add(
+      "train.trace",
+      &train.trace,
+      "FILE: Chrome-trace JSON of every rank's phases per step (open in ui.perfetto.dev)");
+  o.add(
+      "train.trace_events",
+      &train.trace_events,
+      "events kept per rank for train.trace (later ones are dropped)",
+      OptionSet::positive<int64_t>());
   o.add(
       "train.threads",
       &train.threads,

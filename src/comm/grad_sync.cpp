@@ -164,6 +164,7 @@ void GradSync::launch_ready() {
     Bucket& b = buckets_[next_launch_++];
     const auto start = Clock::now();
     launched_.push_back(model_comm_.all_reduce_async(b.flat, ReduceOp::kAvg));
+    trace_all_reduce(next_launch_ - 1, start);
     if (measures_timing()) {
       // Blocking inline: backward waits for the whole all-reduce.
       const double seconds = seconds_since(start);
@@ -171,6 +172,22 @@ void GradSync::launch_ready() {
       timing_.exposed_seconds += seconds;
     }
   }
+}
+
+void GradSync::trace_all_reduce(size_t bucket, Clock::time_point start) const {
+  if (options_.tracer == nullptr)
+    return;
+  // Both launch paths run off the trainer's thread's phase nesting (autograd's hooks, the
+  // worker), so the events go on a thread of their own.
+  options_.tracer->record(
+      model_comm_.asynchronous() && launches_inline() ? "all_reduce_enqueue" : "all_reduce",
+      Tracer::kGradSyncThread,
+      start,
+      Clock::now(),
+      fmt::format(
+          R"("bucket": {}, "bytes": {})",
+          bucket,
+          buckets_[bucket].flat.numel() * buckets_[bucket].flat.element_size()));
 }
 
 void GradSync::worker_loop() {
@@ -197,6 +214,7 @@ void GradSync::worker_loop() {
     }
     const double seconds = seconds_since(start);
     std::lock_guard<std::mutex> lock(mutex_);
+    trace_all_reduce(next_launch_, start);
     timing_.all_reduce_seconds += seconds;
     ++next_launch_;
     changed_.notify_all();
@@ -234,11 +252,13 @@ void GradSync::finish() {
     mark_arrived(i);
   }
   if (launches_inline()) {
+    Tracer::Span wait(options_.tracer, "grad_sync_wait");
     std::lock_guard<std::mutex> lock(mutex_);
     UEL_CHECK(next_launch_ == buckets_.size(), "GradSync: a bucket was never launched");
     for (auto& work : launched_)
       work->wait();
   } else {
+    Tracer::Span wait(options_.tracer, "grad_sync_wait");
     const auto start = Clock::now();
     std::unique_lock<std::mutex> lock(mutex_);
     changed_.wait(lock, [this] { return failure_ || next_launch_ == buckets_.size(); });

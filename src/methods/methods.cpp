@@ -12,14 +12,35 @@ struct Entry {
   void (*validate)(const MethodConfig&);  // null: nothing to check beyond parsing
   int views;
   bool keeps_train_features;
+  bool sums_over_samples;
 };
 
 // The one list of methods.
 const Entry kMethods[] = {
-    {"isif", make_isif, nullptr, /*views=*/2, /*keeps_train_features=*/false},
-    {"nce", make_nce, validate_nce, /*views=*/1, /*keeps_train_features=*/true},
-    {"udml", make_udml, validate_udml, /*views=*/1, /*keeps_train_features=*/false},
-    {"margin", make_margin, validate_margin, /*views=*/1, /*keeps_train_features=*/false},
+    {"isif",
+     make_isif,
+     nullptr,
+     /*views=*/2,
+     /*keeps_train_features=*/false,
+     /*sums_over_samples=*/false},
+    {"nce",
+     make_nce,
+     validate_nce,
+     /*views=*/1,
+     /*keeps_train_features=*/true,
+     /*sums_over_samples=*/true},
+    {"udml",
+     make_udml,
+     validate_udml,
+     /*views=*/1,
+     /*keeps_train_features=*/false,
+     /*sums_over_samples=*/false},
+    {"margin",
+     make_margin,
+     validate_margin,
+     /*views=*/1,
+     /*keeps_train_features=*/false,
+     /*sums_over_samples=*/false},
 };
 
 const Entry& find(const std::string& name) {
@@ -57,6 +78,10 @@ int views(const MethodConfig& config) {
 
 bool keeps_train_features(const MethodConfig& config) {
   return find(config.name).keeps_train_features;
+}
+
+bool sums_over_samples(const MethodConfig& config) {
+  return find(config.name).sums_over_samples;
 }
 
 std::unique_ptr<Method> make_method(const MethodConfig& config, const MethodSetup& setup) {

@@ -44,15 +44,16 @@ class Nce final : public Method {
       negatives = bank_.draw_negatives(
           features.size(0) * comm_->size(),
           config_.k,
-          stream_key(seed_, RngPurpose::kNegatives, 0, step.global_step));
+          stream_key(seed_, RngPurpose::kNegatives, step.micro_batch, step.global_step));
     }
-    last_ = losses::bank_loss(features, batch.items, bank_, config_, negatives, *comm_);
-    return last_.loss;
+    pending_.push_back(losses::bank_loss(features, batch.items, bank_, config_, negatives, *comm_));
+    return pending_.back().loss;
   }
   void after_step() override {
     torch::NoGradGuard no_grad;
-    bank_.update(last_.items, last_.queries, config_.momentum);
-    last_ = {};
+    for (const losses::BankLoss& done : pending_)
+      bank_.update(done.items, done.queries, config_.momentum);
+    pending_.clear();
   }
   void save(const std::string& dir) const override {
     data::RowShard shard;
@@ -100,7 +101,9 @@ class Nce final : public Method {
   uint64_t seed_;
   at::ScalarType dtype_;
   losses::MemoryBank bank_;
-  losses::BankLoss last_;  // the step's queries and rows, for the update after the optimizer
+  // The step's queries and rows (one entry per micro-batch), for the update after the
+  // optimizer: every micro-batch of a step sees the bank as the step began.
+  std::vector<losses::BankLoss> pending_;
 };
 
 }  // namespace

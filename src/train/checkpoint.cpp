@@ -146,7 +146,9 @@ std::vector<std::string> changed_options(const std::string& saved_ini, const std
       "data.workers",
       "data.prefetch",
       "eval.every",
-      "comm.timeout_s"};
+      "comm.timeout_s",
+      "train.trace",
+      "train.trace_events"};
   const auto before = ini_values(saved_ini), after = ini_values(ini);
   std::vector<std::string> changed;
   for (const auto& [key, now] : after) {

@@ -14,9 +14,13 @@ namespace uel::train {
 
 void validate(const OptimizerConfig& c) {
   UEL_CHECK_CONFIG(
-      c.name == "sgd" || c.name == "adam" || c.name == "adamw",
-      "--train.optimizer='{}' is not an optimizer; use sgd, adam or adamw",
+      c.name == "sgd" || c.name == "lars" || c.name == "adam" || c.name == "adamw",
+      "--train.optimizer='{}' is not an optimizer; use sgd, lars, adam or adamw",
       c.name);
+  UEL_CHECK_CONFIG(
+      c.lars_eta > 0 && c.lars_eta <= 1,
+      "--train.lars_eta must be in (0, 1], got {} (You et al. use 0.001)",
+      c.lars_eta);
   UEL_CHECK_CONFIG(
       c.beta1 >= 0 && c.beta1 < 1 && c.beta2 >= 0 && c.beta2 < 1,
       "--train.adam_beta1 and --train.adam_beta2 must be in [0, 1), got {} and {}",
@@ -28,6 +32,9 @@ namespace {
 
 std::unique_ptr<torch::optim::OptimizerOptions> options_for(
     const std::string& name, const OptimizerConfig& c, double lr, double wd, double momentum) {
+  if (name == "lars")  // weight decay is part of the trust-ratio step (Optimizer::step)
+    return std::make_unique<torch::optim::SGDOptions>(
+        torch::optim::SGDOptions(lr).momentum(momentum));
   if (name == "sgd") {
     return std::make_unique<torch::optim::SGDOptions>(
         torch::optim::SGDOptions(lr).momentum(momentum).weight_decay(wd));
@@ -44,7 +51,7 @@ std::unique_ptr<torch::optim::Optimizer> make(
     const std::string& name,
     std::vector<torch::optim::OptimizerParamGroup> groups,
     const torch::optim::OptimizerOptions& defaults) {
-  if (name == "sgd") {
+  if (name == "sgd" || name == "lars") {
     return std::make_unique<torch::optim::SGD>(
         std::move(groups), static_cast<const torch::optim::SGDOptions&>(defaults));
   }
@@ -58,21 +65,25 @@ std::unique_ptr<torch::optim::Optimizer> make(
 
 }  // namespace
 
-Optimizer::Optimizer(const OptimizerConfig& config, double lr, std::vector<OptimizerGroup> groups) {
+Optimizer::Optimizer(const OptimizerConfig& config, double lr, std::vector<OptimizerGroup> groups)
+    : lars_eta_(config.lars_eta) {
   validate(config);
   // One torch optimizer per kind, in the order kinds first appear; each group keeps its slot.
   std::vector<std::string> kinds;
   std::map<std::string, std::vector<torch::optim::OptimizerParamGroup>> by_kind;
   for (const OptimizerGroup& g : groups) {
     const std::string kind = g.optimizer.empty() ? config.name : g.optimizer;
-    UEL_CHECK(kind == "sgd" || kind == "adam" || kind == "adamw", "unknown optimizer '{}'", kind);
+    UEL_CHECK(
+        kind == "sgd" || kind == "lars" || kind == "adam" || kind == "adamw",
+        "unknown optimizer '{}'",
+        kind);
     if (!by_kind.count(kind))
       kinds.push_back(kind);
     auto& list = by_kind[kind];
     const size_t index =
         static_cast<size_t>(std::find(kinds.begin(), kinds.end(), kind) - kinds.begin());
     const double scale = g.own_lr ? *g.own_lr / lr : g.lr_scale;
-    slots_.push_back({index, list.size(), scale});
+    slots_.push_back({index, list.size(), scale, kind == "lars", g.weight_decay});
     const double momentum = g.optimizer.empty() ? config.momentum : g.momentum;
     list.emplace_back(g.params, options_for(kind, config, lr * scale, g.weight_decay, momentum));
   }
@@ -92,7 +103,27 @@ void Optimizer::zero_grad() {
     optimizer->zero_grad();
 }
 
+void Optimizer::adapt_lars_gradients() {
+  torch::NoGradGuard no_grad;
+  for (const Slot& slot : slots_) {
+    if (!slot.lars)
+      continue;
+    for (at::Tensor& w : optimizers_[slot.optimizer]->param_groups()[slot.group].params()) {
+      at::Tensor g = w.mutable_grad();
+      if (!g.defined() || w.dim() <= 1)
+        continue;
+      const double w_norm = w.norm().item<double>(), g_norm = g.norm().item<double>();
+      // A zero weight or gradient (a fresh zero-initialised layer) keeps the plain step.
+      const double trust = w_norm > 0 && g_norm > 0
+                               ? lars_eta_ * w_norm / (g_norm + slot.weight_decay * w_norm)
+                               : 1.0;
+      g.add_(w, slot.weight_decay).mul_(trust);
+    }
+  }
+}
+
 void Optimizer::step() {
+  adapt_lars_gradients();
   for (auto& optimizer : optimizers_)
     optimizer->step();
 }

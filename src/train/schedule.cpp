@@ -22,14 +22,17 @@ void validate(const ScheduleConfig& c) {
   }
   UEL_CHECK_CONFIG(c.warmup_epochs >= 0, "--train.warmup_epochs must be >= 0");
   UEL_CHECK_CONFIG(
-      c.lr_scaling == "none" || c.lr_scaling == "linear",
-      "--train.lr_scaling='{}' is not one of none|linear",
+      c.lr_scaling == "none" || c.lr_scaling == "linear" || c.lr_scaling == "sqrt",
+      "--train.lr_scaling='{}' is not one of none|linear|sqrt",
       c.lr_scaling);
 }
 
 double learning_rate(
     const ScheduleConfig& c, double epoch, int64_t total_epochs, int64_t global_batch) {
-  double lr = c.lr_scaling == "linear" ? c.lr * global_batch / 256.0 : c.lr;
+  const double batch_ratio = global_batch / 256.0;
+  double lr = c.lr_scaling == "linear" ? c.lr * batch_ratio
+              : c.lr_scaling == "sqrt" ? c.lr * std::sqrt(batch_ratio)
+                                       : c.lr;
   if (c.schedule == "step") {
     double factor = 1;
     for (size_t i = 0; i < c.milestones.size(); ++i) {

@@ -144,6 +144,18 @@ void validate(const RunConfig& c) {
       c.data.test_classes.empty() || c.data.val_fraction == 0,
       "--data.test_classes selects classes of --data.test; a validation split "
       "(--data.val_fraction) holds out the training classes. Use one or the other");
+  UEL_CHECK_CONFIG(
+      c.train.accumulate == 1 || methods::sums_over_samples(c.method),
+      "--train.accumulate={} needs a loss that is a mean over samples (nce); the loss of "
+      "--train.method={} spans the batch it sees, so micro-batches would change the objective. "
+      "Use more ranks for a larger batch, or --train.accumulate=1",
+      c.train.accumulate,
+      c.method.name);
+  UEL_CHECK_CONFIG(
+      c.train.batch_size % c.train.accumulate == 0,
+      "--train.batch_size {} is not divisible by --train.accumulate {}",
+      c.train.batch_size,
+      c.train.accumulate);
   validate(c.train.schedule);
   validate(c.train.optimizer);
 }
@@ -158,15 +170,32 @@ Trainer::Trainer(RunConfig config, std::string run_dir)
   comm::set_check_order(config_.comm.check_order);
   comm_ = comm::make_communicator(config_.comm.backend, device_);
 
+  // The loader serves micro-batches; an optimizer step takes train.accumulate of them.
+  const int64_t micro_batch = config_.train.batch_size / config_.train.accumulate;
+  UEL_CHECK_CONFIG(
+      micro_batch % comm_->size() == 0,
+      "--train.batch_size {} over --train.accumulate {} leaves micro-batches of {}, not divisible "
+      "by the world size {}; use a batch size that is a multiple of {}",
+      config_.train.batch_size,
+      config_.train.accumulate,
+      micro_batch,
+      comm_->size(),
+      config_.train.accumulate * comm_->size());
   input_ = data::open_train_data(
       config_.data,
       config_.aug,
-      config_.train.batch_size,
+      micro_batch,
       config_.train.seed,
       comm_->rank(),
       comm_->size(),
       device_,
       methods::views(config_.method));
+  UEL_CHECK_CONFIG(
+      steps_per_epoch() > 0,
+      "an epoch of {} training items has fewer than --train.accumulate={} micro-batches of {}",
+      input_.positions.size(),
+      config_.train.accumulate,
+      micro_batch);
   if (!input_.validation.empty()) {
     // Tuning: the held-out part of the training set is the query set.
     test_ = input_.dataset;
@@ -221,8 +250,9 @@ Trainer::Trainer(RunConfig config, std::string run_dir)
   std::vector<std::pair<std::string, at::Tensor>> params;
   for (const auto& p : model_->named_parameters())
     params.emplace_back(p.key(), p.value());
-  std::vector<OptimizerGroup> groups{
-      {model_->parameters(), 1, config_.train.optimizer.weight_decay}};
+  std::vector<OptimizerGroup> groups(1);
+  groups[0].params = model_->parameters();
+  groups[0].weight_decay = config_.train.optimizer.weight_decay;
   for (methods::ParamGroup& group : method_->parameter_groups()) {
     OptimizerGroup& g = groups.emplace_back();
     g.lr_scale = group.lr_scale;
@@ -242,6 +272,10 @@ Trainer::Trainer(RunConfig config, std::string run_dir)
   sync_options.first_bucket_mb = config_.comm.first_bucket_mb;
   // Each rank normalises with its own batch: keep rank 0's running statistics everywhere.
   sync_options.broadcast_buffers = !config_.model.sync_bn;
+  if (!config_.train.trace.empty()) {
+    tracer_ = std::make_unique<Tracer>(config_.train.trace_events);
+    sync_options.tracer = tracer_.get();
+  }
   std::vector<at::Tensor> buffers;
   for (const auto& b : model_->named_buffers())
     buffers.push_back(b.value());
@@ -250,22 +284,57 @@ Trainer::Trainer(RunConfig config, std::string run_dir)
 
 Trainer::~Trainer() = default;
 
-Trainer::StepEnd Trainer::train_step(const data::Batch& batch, double lr, bool stop_requested) {
+Trainer::StepEnd Trainer::train_step(
+    const std::function<data::Batch()>& next_batch, double lr, bool stop_requested) {
   optimizer_->set_lr(lr);
   model_->train();
-  const at::Tensor loss = method_->loss(batch, methods::StepContext{model_, global_step_});
   optimizer_->zero_grad();
-  loss.backward();
-  grad_sync_->finish();
-  optimizer_->step();
-  method_->after_step();
+  const int64_t micro_batches = config_.train.accumulate;
+  double loss_sum = 0;
+  Tracer* const tracer = tracer_.get();
+  Tracer::Span whole(tracer, "step");
+  for (int64_t m = 0; m < micro_batches; ++m) {
+    std::optional<data::Batch> batch;
+    {
+      Tracer::Span span(tracer, "data");
+      batch = next_batch();
+    }
+    at::Tensor loss;
+    {
+      Tracer::Span span(tracer, "forward");
+      loss = method_->loss(*batch, methods::StepContext{model_, global_step_, m});
+      loss_sum += loss.item<double>();
+    }
+    Tracer::Span span(tracer, "backward");
+    // Each micro-batch's loss is a mean over its samples: the step's is the mean of theirs.
+    const at::Tensor scaled = micro_batches > 1 ? loss / static_cast<double>(micro_batches) : loss;
+    if (m + 1 < micro_batches) {
+      auto local_only = grad_sync_->no_sync();
+      scaled.backward();
+    } else {
+      scaled.backward();
+    }
+  }
+  {
+    Tracer::Span span(tracer, "grad_sync");
+    grad_sync_->finish();
+  }
+  {
+    Tracer::Span span(tracer, "optimizer");
+    optimizer_->step();
+    method_->after_step();
+  }
   // One all-reduce of two doubles per step (the same collective on every rank): the loss summed
   // and divided as kAvg does, and how many ranks were asked to stop.
   at::Tensor shared =
-      at::tensor({loss.item<double>(), stop_requested ? 1.0 : 0.0}, at::kDouble).to(device_);
+      at::tensor({loss_sum / micro_batches, stop_requested ? 1.0 : 0.0}, at::kDouble).to(device_);
   comm_->all_reduce(shared, comm::ReduceOp::kSum);
   shared = shared.cpu();
   return {shared[0].item<double>() / comm_->size(), shared[1].item<double>() > 0};
+}
+
+int64_t Trainer::steps_per_epoch() const {
+  return input_.loader->steps_per_epoch() / config_.train.accumulate;
 }
 
 std::string Trainer::agreed_latest_checkpoint() {
@@ -278,6 +347,47 @@ void Trainer::log_metrics(const std::string& json) {
     return;
   std::ofstream out(fs::path(run_dir_) / "metrics.jsonl", std::ios::app);
   out << json << "\n";
+}
+
+void Trainer::write_trace() {
+  if (!tracer_)
+    return;
+  const std::string mine = tracer_->json_events(comm_->rank());
+  const at::Tensor bytes =
+      at::from_blob(const_cast<char*>(mine.data()), {static_cast<int64_t>(mine.size())}, at::kByte)
+          .to(device_);
+  const at::Tensor all = comm_->all_gather_v(bytes).cpu();
+  const double dropped =
+      comm_->all_reduce_scalar(static_cast<double>(tracer_->dropped()), comm::ReduceOp::kSum);
+  if (comm_->rank() != 0)
+    return;
+  std::string events(reinterpret_cast<const char*>(all.data_ptr<uint8_t>()), all.numel());
+  std::string names;
+  for (int r = 0; r < comm_->size(); ++r) {
+    names += fmt::format(
+        "{0}"
+        R"({{"name": "process_name", "ph": "M", "pid": {1}, "args": {{"name": "rank {1}"}}}},)"
+        R"({{"name": "thread_name", "ph": "M", "pid": {1}, "tid": {2}, "args": {{"name": "trainer"}}}},)"
+        R"({{"name": "thread_name", "ph": "M", "pid": {1}, "tid": {3}, "args": {{"name": "gradient all-reduce"}}}})",
+        r == 0 ? "" : ",\n",
+        r,
+        Tracer::kMainThread,
+        Tracer::kGradSyncThread);
+  }
+  const fs::path path(config_.train.trace);
+  if (path.has_parent_path())
+    fs::create_directories(path.parent_path());
+  std::ofstream out(path);
+  // Every event ends with ",\n"; the metadata events close the list.
+  out << R"({"displayTimeUnit": "ms", "traceEvents": [)"
+      << "\n"
+      << events << names << "\n]}\n";
+  UEL_CHECK_DATA(out.good(), "could not write the trace to '{}'", config_.train.trace);
+  log_info(
+      "trace of {} rank(s) written to {}{}",
+      comm_->size(),
+      config_.train.trace,
+      dropped > 0 ? fmt::format(" ({} events dropped past --train.trace_events)", dropped) : "");
 }
 
 void Trainer::truncate_metrics_after(int64_t step) {
@@ -300,10 +410,11 @@ void Trainer::truncate_metrics_after(int64_t step) {
 }
 
 void Trainer::save_checkpoint() {
+  Tracer::Span span(tracer_.get(), "checkpoint");
   const std::string dir = checkpoint_dir(run_dir_, global_step_);
   // The position saved is the next step to run: after a whole epoch, the next epoch's start.
   int64_t epoch = epoch_, step_in_epoch = step_in_epoch_;
-  if (step_in_epoch >= input_.loader->steps_per_epoch()) {
+  if (step_in_epoch >= steps_per_epoch()) {
     ++epoch;
     step_in_epoch = 0;
   }
@@ -378,6 +489,7 @@ at::Tensor Trainer::embed(
 }
 
 Evaluation Trainer::evaluate() {
+  Tracer::Span span(tracer_.get(), "evaluation");
   UEL_CHECK_CONFIG(test_ != nullptr, "evaluation needs --data.test or --data.val_fraction");
   const Protocols protocols = parse_protocols(config_.eval.protocol);
   const int rank = comm_->rank(), world = comm_->size();
@@ -453,9 +565,11 @@ RunEnd Trainer::run(const std::function<bool()>& stop_requested) {
     fs::remove(fs::path(run_dir_) / "metrics.jsonl", ec);
   }
   comm_->barrier();
+  if (tracer_)
+    tracer_->set_origin(Clock::now());  // just after a barrier: the ranks' timelines line up
 
   data::Loader& loader = *input_.loader;
-  const int64_t steps_per_epoch = loader.steps_per_epoch();
+  const int64_t steps_per_epoch = this->steps_per_epoch();
   const int64_t total_steps = steps_per_epoch * config_.train.epochs;
   const int64_t last_step =
       config_.train.max_steps > 0 ? std::min(total_steps, config_.train.max_steps) : total_steps;
@@ -471,6 +585,11 @@ RunEnd Trainer::run(const std::function<bool()>& stop_requested) {
   auto interval_start = Clock::now();
   const auto run_start = Clock::now();
   const int64_t first_step = global_step_;
+  auto progress_shown = run_start;
+  const auto eta = [&] {
+    const double done = static_cast<double>(global_step_ - first_step);
+    return format_duration(seconds_since(run_start) / done * (last_step - global_step_));
+  };
   double loss_sum = 0;
   int64_t interval_steps = 0;
   comm::CommStats comm_before = comm_->stats();
@@ -478,14 +597,16 @@ RunEnd Trainer::run(const std::function<bool()>& stop_requested) {
   bool stopped = false;
   for (; epoch_ < config_.train.epochs && global_step_ < last_step; ++epoch_, step_in_epoch_ = 0) {
     start_epoch(epoch_, step_in_epoch_);
-    while (global_step_ < last_step) {
+    const auto next_batch = [&] {
       std::optional<data::Batch> batch = loader.next();
-      if (!batch)
-        break;
+      UEL_CHECK(batch.has_value(), "the loader ended epoch {} early", epoch_);
+      return std::move(*batch);
+    };
+    while (global_step_ < last_step && step_in_epoch_ < steps_per_epoch) {
       const double epoch_position = epoch_ + static_cast<double>(step_in_epoch_) / steps_per_epoch;
       const double lr = learning_rate(
           config_.train.schedule, epoch_position, config_.train.epochs, config_.train.batch_size);
-      const StepEnd step = train_step(*batch, lr, stop_requested && stop_requested());
+      const StepEnd step = train_step(next_batch, lr, stop_requested && stop_requested());
       const double loss = step.loss;
       ++global_step_;
       ++step_in_epoch_;
@@ -499,6 +620,17 @@ RunEnd Trainer::run(const std::function<bool()>& stop_requested) {
           method_->divergence_hint());
       loss_sum += loss;
       ++interval_steps;
+      if (progress_line_enabled() && seconds_since(progress_shown) >= 0.25) {
+        show_progress(fmt::format(
+            "epoch {} step {}/{} loss {:.4f} {:.0f} img/s ETA {}",
+            epoch_,
+            global_step_,
+            last_step,
+            loss_sum / interval_steps,
+            interval_steps * config_.train.batch_size / seconds_since(interval_start),
+            eta()));
+        progress_shown = Clock::now();
+      }
       if (global_step_ % config_.train.log_every == 0 || global_step_ == last_step) {
         const double seconds = seconds_since(interval_start);
         const double img_per_s = interval_steps * config_.train.batch_size / seconds;
@@ -508,8 +640,6 @@ RunEnd Trainer::run(const std::function<bool()>& stop_requested) {
         const double comm_seconds = now.total_seconds() - comm_before.total_seconds() +
                                     sync_now.total_seconds() - sync_before.total_seconds();
         const double mean_loss = loss_sum / interval_steps;
-        const double done = static_cast<double>(global_step_ - first_step);
-        const double eta = seconds_since(run_start) / done * (last_step - global_step_);
         std::string method_text, method_json;
         for (const auto& [name, value] : method_->step_metrics()) {
           method_text += fmt::format(" {} {:.4f}", name, value);
@@ -524,7 +654,7 @@ RunEnd Trainer::run(const std::function<bool()>& stop_requested) {
             method_text,
             lr,
             img_per_s,
-            format_duration(eta));
+            eta());
         log_metrics(fmt::format(
             R"({{"step": {}, "epoch": {}, "loss": {:.9g}, "lr": {:.9g}, "img_per_s": {:.1f}, )"
             R"("comm_bytes_per_step": {}, "comm_seconds": {:.6f}{}}})",
@@ -576,6 +706,7 @@ RunEnd Trainer::run(const std::function<bool()>& stop_requested) {
   if (last != checkpoint_dir(run_dir_, global_step_)) {
     save_checkpoint();
   }
+  write_trace();
   if (stopped) {
     // No rank leaves before rank 0 wrote DONE: launchers end the other ranks when one exits.
     comm_->barrier();
@@ -593,6 +724,7 @@ RunEnd Trainer::run(const std::function<bool()>& stop_requested) {
 }
 
 void Trainer::start_epoch(int64_t epoch, int64_t first_step) {
+  Tracer::Span span(tracer_.get(), "start_epoch");
   if (train_labels_.empty()) {
     for (const int64_t position : input_.positions)
       train_labels_.push_back(input_.dataset->labels()[position]);
@@ -605,20 +737,21 @@ void Trainer::start_epoch(int64_t epoch, int64_t first_step) {
       train_labels_});
   if (auto sampler = method_->sampler())
     input_.loader->set_sampler(std::move(sampler));
-  input_.loader->start_epoch(epoch, first_step);
+  input_.loader->start_epoch(epoch, first_step * config_.train.accumulate);
 }
 
 StepBenchmark Trainer::benchmark(int64_t steps, int64_t warmup) {
   data::Loader& loader = *input_.loader;
   start_epoch(0, 0);
   const double lr = config_.train.schedule.lr;
+  const auto next_batch = [&] { return loader.next_cycling(); };
   for (int64_t i = 0; i < warmup; ++i)
-    train_step(loader.next_cycling(), lr);
+    train_step(next_batch, lr);
   comm_->barrier();
   const comm::GradSync::Timing before = grad_sync_->timing();
   const auto start = Clock::now();
   for (int64_t i = 0; i < steps; ++i)
-    train_step(loader.next_cycling(), lr);
+    train_step(next_batch, lr);
   comm_->barrier();
   StepBenchmark result;
   result.img_per_s = steps * config_.train.batch_size / seconds_since(start);

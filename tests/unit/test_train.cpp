@@ -25,7 +25,7 @@ TEST(Schedule, StepIsTheSeedsPostFixSchedule) {
   EXPECT_DOUBLE_EQ(learning_rate(c, 250, 200, 128), 0.0003);
 }
 
-TEST(Schedule, CosineWarmupAndLinearScaling) {
+TEST(Schedule, CosineWarmupAndBatchScaling) {
   ScheduleConfig c;
   c.schedule = "cosine";
   EXPECT_DOUBLE_EQ(learning_rate(c, 0, 10, 128), 0.03);
@@ -38,6 +38,9 @@ TEST(Schedule, CosineWarmupAndLinearScaling) {
   EXPECT_DOUBLE_EQ(learning_rate(c, 2, 200, 128), 0.03);
   c.lr_scaling = "linear";
   EXPECT_DOUBLE_EQ(learning_rate(c, 3, 200, 1024), 0.03 * 4);
+  c.lr_scaling = "sqrt";
+  EXPECT_DOUBLE_EQ(learning_rate(c, 3, 200, 1024), 0.03 * 2);
+  EXPECT_DOUBLE_EQ(learning_rate(c, 3, 200, 4096), 0.03 * 4);
 }
 
 // Plain SGD (no momentum, no decay) moves w by -lr g: the network group at the scheduled lr, a
@@ -70,6 +73,36 @@ TEST(Optimizer, GroupsFollowTheScheduleByScaleOrOwnBaseRate) {
   EXPECT_TRUE(torch::allclose(w[0], -0.15 * g, 0, 1e-15)) << w[0];
   EXPECT_TRUE(torch::allclose(w[1], -0.30 * g, 0, 1e-15)) << w[1];
   EXPECT_TRUE(torch::allclose(w[2], -0.015 * g, 0, 1e-15)) << w[2];
+}
+
+// LARS against the paper's update written out (You et al. 2017, Algorithm 1): a weight
+// w = (3, 4) with gradient g = (6, -8), eta 0.001, weight decay 0.5, lr 2, momentum 0.9. Step 1:
+// trust = 0.001 x 5 / (10 + 0.5 x 5) = 0.0004, v = 2 x 0.0004 x (g + 0.5 w) = (0.006, -0.0048).
+// Step 2 (trust 0.000400015737...) from a Python transcription of the algorithm. A 1-D
+// parameter (a bias) takes the plain momentum step without decay: (1, -2) -> (0, -3) -> (-1.9,
+// -4.9) for the gradient 0.5.
+TEST(Optimizer, LarsTakesThePapersTrustRatioStep) {
+  OptimizerConfig config;
+  config.name = "lars";
+  config.momentum = 0.9;
+  config.lars_eta = 0.001;
+  at::Tensor w = torch::tensor({3.0, 4.0}, torch::kDouble).reshape({2, 1}).requires_grad_(true);
+  at::Tensor b = torch::tensor({1.0, -2.0}, torch::kDouble).requires_grad_(true);
+  std::vector<OptimizerGroup> groups(1);
+  groups[0].params = {w, b};
+  groups[0].weight_decay = 0.5;
+  Optimizer optimizer(config, 2.0, std::move(groups));
+  const at::Tensor g = torch::tensor({6.0, -8.0}, torch::kDouble).reshape({2, 1});
+  const std::vector<std::pair<std::vector<double>, std::vector<double>>> expected = {
+      {{2.994, 4.0048}, {0.0, -3.0}}, {{2.9826021640347107, 4.013918268772232}, {-1.9, -4.9}}};
+  for (const auto& [w_after, b_after] : expected) {
+    optimizer.zero_grad();
+    ((w * g).sum() + 0.5 * b.sum()).backward();
+    optimizer.step();
+    EXPECT_TRUE(torch::allclose(w.flatten(), torch::tensor(w_after, torch::kDouble), 0, 1e-14))
+        << w;
+    EXPECT_TRUE(torch::allclose(b, torch::tensor(b_after, torch::kDouble), 0, 1e-14)) << b;
+  }
 }
 
 // A resume names what changed, and stays quiet about options that only split or move a run.

@@ -28,6 +28,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "uel/comm/communicator.h"
+#include "uel/core/trace.h"
 
 namespace uel::comm {
 
@@ -43,6 +44,9 @@ struct GradSyncOptions {
   // Parameters without a gradient on a rank contribute zero instead of being an error; those no
   // rank used keep no gradient (DDP's find_unused_parameters). Costs one small all-reduce a step.
   bool allow_unused = false;
+  // Each bucket's all-reduce (enqueue, where the backend is asynchronous) and finish()'s wait
+  // become trace events when set (train.trace).
+  Tracer* tracer = nullptr;
 };
 
 class GradSync {
@@ -131,6 +135,7 @@ class GradSync {
   // kInline: launches the ready buckets that are next in order (mutex_ held).
   void launch_ready();
   void worker_loop();
+  void trace_all_reduce(size_t bucket, Tracer::Clock::time_point start) const;
   void reset_step();
   void broadcast_buffers();
 

@@ -20,6 +20,14 @@ LogLevel log_level();
 // "host:pid:rank", the identity every error line carries.
 std::string process_identity();
 
+// The terminal's single updating status line (training progress), on rank 0 only. It shows when
+// UEL_PROGRESS=line, or when UEL_PROGRESS is unset and stdout is a terminal outside a launcher
+// (mpirun gives ranks a pseudo-terminal even when its own output is a file, so launch/uel-run
+// and tools/demo.sh set UEL_PROGRESS=line when theirs is a terminal); UEL_PROGRESS=plain or a
+// log file gets none, the periodic log lines are the record there. Any log line clears it first.
+bool progress_line_enabled();
+void show_progress(const std::string& text);
+
 namespace detail {
 void log_line(LogLevel level, const std::string& message);
 }  // namespace detail

@@ -108,7 +108,8 @@ struct ParamGroup {
 // What a method sees of the step it computes.
 struct StepContext {
   models::EmbeddingNet& model;
-  int64_t global_step;  // steps done before this one
+  int64_t global_step;      // steps done before this one
+  int64_t micro_batch = 0;  // which of the step's train.accumulate micro-batches this is
 };
 
 class Method {
@@ -128,7 +129,8 @@ class Method {
     return nullptr;
   }
   // The loss of one step on this rank's batch (collective), ready for backward: averaged over
-  // ranks it is the global-batch loss, and so is its gradient averaged by GradSync.
+  // ranks it is the global-batch loss, and so is its gradient averaged by GradSync. With
+  // train.accumulate, called once per micro-batch before one after_step.
   virtual at::Tensor loss(const data::Batch& batch, const StepContext& step) = 0;
   // After the optimizer step, without gradients (memory-bank updates).
   virtual void after_step() {}
@@ -159,6 +161,10 @@ void validate(const MethodConfig& config);
 int views(const MethodConfig& config);
 // Whether the method keeps training features of its own (Method::train_features).
 bool keeps_train_features(const MethodConfig& config);
+// Whether the loss is a mean of per-sample terms, so that micro-batches accumulated into one
+// step (train.accumulate) give the large batch's gradient. Not so where the batch is the
+// method's universe: ISIF's softmax over the batch, the pair and margin losses' pairs.
+bool sums_over_samples(const MethodConfig& config);
 std::unique_ptr<Method> make_method(const MethodConfig& config, const MethodSetup& setup);
 
 }  // namespace uel::methods

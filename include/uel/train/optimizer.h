@@ -14,8 +14,12 @@
 namespace uel::train {
 
 struct OptimizerConfig {
-  std::string name = "sgd";  // sgd | adam | adamw
-  double momentum = 0.9;     // sgd
+  std::string name = "sgd";  // sgd | lars | adam | adamw
+  double momentum = 0.9;     // sgd, lars
+  // LARS (You et al. 2017): each weight's step is scaled by the trust ratio
+  // eta ||w|| / (||g|| + weight_decay ||w||); 1-D parameters (BatchNorm, biases) are neither
+  // adapted nor decayed, as SimCLR does.
+  double lars_eta = 0.001;
   double weight_decay = 5e-4;
   double beta1 = 0.9;  // adam, adamw
   double beta2 = 0.999;
@@ -39,6 +43,9 @@ class Optimizer {
   // lr: the scheduled learning rate of this step; every group gets lr x its scale.
   void set_lr(double lr);
   void zero_grad();
+  // LARS groups first turn each gradient g of a weight w into trust x (g + wd w), then the
+  // momentum SGD step runs on it (the way NVIDIA's LARC wraps SGD): with a constant lr this is
+  // the paper's v = m v + lr trust (g + wd w), w -= v.
   void step();
   // One file for every optimizer's state (a single optimizer is saved as torch::save does).
   void save(const std::string& path) const;
@@ -49,7 +56,11 @@ class Optimizer {
     size_t optimizer;  // index into optimizers_
     size_t group;      // its param group there
     double lr_scale;   // of the scheduled lr (own_lr / base lr for a group with its own)
+    bool lars = false;
+    double weight_decay = 0;  // LARS applies it itself (its torch SGD has none)
   };
+  void adapt_lars_gradients();
+  double lars_eta_ = 0;
   std::vector<Slot> slots_;
   std::vector<std::unique_ptr<torch::optim::Optimizer>> optimizers_;
 };

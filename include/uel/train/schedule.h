@@ -12,9 +12,11 @@ struct ScheduleConfig {
   // step: from epoch milestones[i] on, lr x factors[i] (the seed: 120/160/200 -> 0.1/0.05/0.01)
   std::vector<double> milestones = {120, 160, 200};
   std::vector<double> factors = {0.1, 0.05, 0.01};
-  double warmup_epochs = 0;         // linear ramp from lr / 100 (large-batch runs)
-  double epochs = 200;              // cosine decays to 0 at the end
-  std::string lr_scaling = "none";  // none | linear (lr x global batch / 256)
+  double warmup_epochs = 0;  // linear ramp from lr / 100 (large-batch runs)
+  double epochs = 200;       // cosine decays to 0 at the end
+  // none | linear (lr x global batch / 256, Goyal et al.) | sqrt (lr x sqrt(global batch / 256),
+  // Krizhevsky's rule, gentler for the largest batches)
+  std::string lr_scaling = "none";
 };
 
 // Throws ConfigError naming the train.* option at fault.

@@ -15,6 +15,7 @@
 
 #include "uel/comm/communicator.h"
 #include "uel/comm/grad_sync.h"
+#include "uel/core/trace.h"
 #include "uel/data/pipeline.h"
 #include "uel/eval/knn.h"
 #include "uel/eval/recall.h"
@@ -27,6 +28,9 @@ namespace uel::train {
 
 struct TrainConfig {
   int64_t batch_size = 128;  // global, in instances (each gives the method's views)
+  // Micro-batches of batch_size / accumulate per step, their gradients summed locally and
+  // all-reduced once (methods whose loss sums over samples: methods::sums_over_samples).
+  int64_t accumulate = 1;
   int64_t epochs = 200;
   int64_t max_steps = 0;  // 0 = no cap; a capped run resumes into the same schedule
   ScheduleConfig schedule;
@@ -41,6 +45,10 @@ struct TrainConfig {
   // float64 trains in double precision: slow, but equivalence and debugging runs then differ
   // only by ~1e-15 instead of float32 rounding amplified over the steps.
   std::string precision = "float32";  // float32 | float64
+  // Chrome-trace JSON of every rank's phases (data, forward, backward, bucket all-reduces,
+  // optimizer, evaluation, checkpoints), written by rank 0 when the run ends; "" = no trace.
+  std::string trace;
+  int64_t trace_events = 200000;  // per rank; later events are dropped (and counted)
 };
 
 struct EvalConfig {
@@ -154,7 +162,11 @@ class Trainer {
     double loss = 0;
     bool stop = false;
   };
-  StepEnd train_step(const data::Batch& batch, double lr, bool stop_requested = false);
+  // Runs the method on train.accumulate batches from `next_batch`, then one optimizer step.
+  StepEnd train_step(
+      const std::function<data::Batch()>& next_batch, double lr, bool stop_requested = false);
+  // Optimizer steps per epoch (the loader's steps are micro-batches).
+  int64_t steps_per_epoch() const;
   // The method's start of an epoch (it may bring its own sampler), then the loader's.
   void start_epoch(int64_t epoch, int64_t first_step);
   void save_checkpoint();
@@ -162,6 +174,8 @@ class Trainer {
   // read the file system at different moments must not take different collective paths.
   std::string agreed_latest_checkpoint();
   void log_metrics(const std::string& json);
+  // Collective: gathers every rank's events to rank 0, which writes train.trace.
+  void write_trace();
   void truncate_metrics_after(int64_t step);
 
   RunConfig config_;
@@ -176,6 +190,7 @@ class Trainer {
   std::vector<int64_t> gallery_positions_;
   std::vector<int64_t> train_labels_;  // of input_.positions, for the methods' diagnostics
   models::EmbeddingNet model_{nullptr};
+  std::unique_ptr<Tracer> tracer_;  // null without train.trace
   std::unique_ptr<Optimizer> optimizer_;
   std::unique_ptr<comm::GradSync> grad_sync_;
   std::unique_ptr<methods::Method> method_;
