@@ -117,6 +117,7 @@ struct OptionSet::Impl {
   po::positional_options_description positional;
   std::vector<Entry> entries;
   std::vector<std::pair<std::string, std::string*>> positionals;
+  std::vector<std::pair<std::string, std::vector<std::string>*>> positional_lists;
   std::vector<std::string> positional_help;
   std::vector<std::function<void()>> validators;
   std::string config_file;
@@ -243,6 +244,16 @@ OptionSet& OptionSet::add_positional(
   return *this;
 }
 
+OptionSet& OptionSet::add_positional_list(
+    const std::string& name, std::vector<std::string>* targets, const std::string& help) {
+  impl_->desc.add_options()(
+      name.c_str(), po::value<std::vector<std::string>>(targets)->multitoken(), help.c_str());
+  impl_->positional.add(name.c_str(), -1);
+  impl_->positional_lists.emplace_back(name, targets);
+  impl_->positional_help.push_back(fmt::format("  {:<28} {}", name + " ...", help));
+  return *this;
+}
+
 OptionSet& OptionSet::add_validator(std::function<void()> validator) {
   impl_->validators.push_back(std::move(validator));
   return *this;
@@ -299,6 +310,9 @@ bool OptionSet::parse(const std::vector<std::string>& args) {
   }
   for (const auto& [name, target] : impl_->positionals) {
     UEL_CHECK_CONFIG(!target->empty(), "missing argument {}; usage: {}", name, impl_->usage);
+  }
+  for (const auto& [name, targets] : impl_->positional_lists) {
+    UEL_CHECK_CONFIG(!targets->empty(), "missing argument {}; usage: {}", name, impl_->usage);
   }
   for (const auto& e : impl_->entries) {
     if (e.check) {

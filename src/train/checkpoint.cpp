@@ -135,7 +135,7 @@ std::map<std::string, std::string> ini_values(const std::string& ini) {
   return out;
 }
 
-std::vector<std::string> changed_options(const std::string& saved_ini, const std::string& ini) {
+const std::set<std::string>& run_control_options() {
   static const std::set<std::string> run_control = {
       "train.max_steps",
       "train.resume",
@@ -149,6 +149,11 @@ std::vector<std::string> changed_options(const std::string& saved_ini, const std
       "comm.timeout_s",
       "train.trace",
       "train.trace_events"};
+  return run_control;
+}
+
+std::vector<std::string> changed_options(const std::string& saved_ini, const std::string& ini) {
+  const std::set<std::string>& run_control = run_control_options();
   const auto before = ini_values(saved_ini), after = ini_values(ini);
   std::vector<std::string> changed;
   for (const auto& [key, now] : after) {

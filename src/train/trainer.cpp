@@ -657,7 +657,8 @@ RunEnd Trainer::run(const std::function<bool()>& stop_requested) {
             eta());
         log_metrics(fmt::format(
             R"({{"step": {}, "epoch": {}, "loss": {:.9g}, "lr": {:.9g}, "img_per_s": {:.1f}, )"
-            R"("comm_bytes_per_step": {}, "comm_seconds": {:.6f}{}}})",
+            R"("comm_bytes_per_step": {}, "comm_seconds": {:.6f}, "ranks": {}, )"
+            R"("elapsed_s": {:.3f}{}}})",
             global_step_,
             epoch_,
             mean_loss,
@@ -665,6 +666,8 @@ RunEnd Trainer::run(const std::function<bool()>& stop_requested) {
             img_per_s,
             bytes / interval_steps,
             comm_seconds,
+            comm_->size(),
+            seconds_since(run_start),
             method_json));
         loss_sum = 0;
         interval_steps = 0;
@@ -691,11 +694,12 @@ RunEnd Trainer::run(const std::function<bool()>& stop_requested) {
       const Evaluation evaluation = evaluate();
       log_info("epoch {} {} ({:.1f} s)", epoch_, evaluation.summary(), seconds_since(eval_start));
       log_metrics(fmt::format(
-          R"({{"step": {}, "epoch": {}, {}, "split": "{}"}})",
+          R"({{"step": {}, "epoch": {}, {}, "split": "{}", "elapsed_s": {:.3f}}})",
           global_step_,
           epoch_,
           evaluation.json_fields(),
-          input_.validation.empty() ? "test" : "validation"));
+          input_.validation.empty() ? "test" : "validation",
+          seconds_since(run_start)));
       interval_start = Clock::now();
     }
   }

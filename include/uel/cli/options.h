@@ -36,6 +36,9 @@ class OptionSet {
       const std::string& help);
   // A bare word after the command (`uel info FILE`); required unless it has a default.
   OptionSet& add_positional(const std::string& name, std::string* target, const std::string& help);
+  // One or more bare words after the command (`uel report RUN [RUN ...]`); the last positional.
+  OptionSet& add_positional_list(
+      const std::string& name, std::vector<std::string>* targets, const std::string& help);
 
   // A check across options (ConfigError), run by parse after every option's own check and
   // before --print-config prints: a configuration that prints is one that runs.

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -36,11 +37,14 @@ void mark_done(const std::string& dir);
 // `section.key` -> value of a resolved configuration (`[section]` / `key = value` text).
 std::map<std::string, std::string> ini_values(const std::string& ini);
 
+// Options that steer how a run executes rather than what it computes (train.max_steps,
+// train.resume, train.threads, train.log_every, train.checkpoint_every, train.keep, data.workers,
+// data.prefetch, eval.every, comm.timeout_s, train.trace): changing them is how a run is split,
+// moved or observed.
+const std::set<std::string>& run_control_options();
+
 // The options that differ between two resolved configurations (`[section]` / `key = value` text)
-// as "section.key saved -> now", in order. Options that steer how a run executes rather than
-// what it computes (train.max_steps, train.resume, train.threads, train.log_every,
-// train.checkpoint_every, train.keep, data.workers, data.prefetch, eval.every, comm.timeout_s)
-// are left out: changing them is how a run is split or moved.
+// as "section.key saved -> now", in order, leaving out run_control_options().
 std::vector<std::string> changed_options(const std::string& saved_ini, const std::string& ini);
 
 }  // namespace uel::train
