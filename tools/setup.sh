@@ -12,6 +12,7 @@ packages=(
   dataset-fashion-mnist
   python3 python3-h5py python3-numpy
   python3-sklearn libfaiss-dev  # references: test_cluster.py, bench kmeans
+  python3-matplotlib            # uel report (tools/uel_report.py)
   slurm-wlm munge               # the slurm tests stand up a cluster on localhost
 )
 
