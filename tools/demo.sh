@@ -14,6 +14,9 @@ fi
 "$uel" info data/fmnist/train.h5 | head -4
 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# A single updating progress line on a terminal, plain lines in a log (mpirun gives the ranks a
+# pseudo-terminal either way).
+if [[ -t 1 ]]; then export UEL_PROGRESS=line; else export UEL_PROGRESS=plain; fi
 epochs=${DEMO_EPOCHS:-3}
 run=runs/demo-fmnist-isif
 rm -rf "$run"

@@ -45,20 +45,20 @@ while ((r2 * 2 <= c2 && r2 * 2 <= 8)); do r2=$((r2 * 2)); done
 
 # CPU ranks: a power of two up to the cores, the cores split between them.
 expect_line "CPU ranks on $c2 core(s)" \
-  "$mpirun -np $r2$root_flag --map-by slot:PE=$((c2 / r2)) --bind-to core $uel train --out a\ b --train.threads=$((c2 / r2))" \
+  "$mpirun -np $r2$root_flag --map-by slot:PE=$((c2 / r2)) --bind-to core -x UEL_PROGRESS $uel train --out a\ b --train.threads=$((c2 / r2))" \
   env CUDA_VISIBLE_DEVICES= taskset -c "$two" "$run" --dry-run train --out "a b"
 expect_line "CPU ranks on 1 CPU" \
-  "$mpirun -np 1$root_flag --map-by slot:PE=1 --bind-to core $uel cluster --k 3 --threads=1" \
+  "$mpirun -np 1$root_flag --map-by slot:PE=1 --bind-to core -x UEL_PROGRESS $uel cluster --k 3 --threads=1" \
   env CUDA_VISIBLE_DEVICES= taskset -c 0 "$run" --dry-run cluster --k 3
 # The command line's own thread count stands; `--` ends uel-run's options.
 expect_line "explicit threads" \
-  "$mpirun -np 1$root_flag --map-by slot:PE=1 --bind-to core $uel eval --run r --train.threads=4" \
+  "$mpirun -np 1$root_flag --map-by slot:PE=1 --bind-to core -x UEL_PROGRESS $uel eval --run r --train.threads=4" \
   env CUDA_VISIBLE_DEVICES= taskset -c 0 "$run" --dry-run -- eval --run r --train.threads=4
 
 # GPUs: one rank each, from CUDA_VISIBLE_DEVICES, else nvidia-smi -L.
 if ((c2 >= 2)); then
   expect_line "CUDA_VISIBLE_DEVICES=3,5" \
-    "$mpirun -np 2$root_flag --map-by slot:PE=$((c2 / 2)) --bind-to core $uel train --train.threads=$((c2 / 2))" \
+    "$mpirun -np 2$root_flag --map-by slot:PE=$((c2 / 2)) --bind-to core -x UEL_PROGRESS $uel train --train.threads=$((c2 / 2))" \
     env CUDA_VISIBLE_DEVICES=3,5 taskset -c "$two" "$run" --dry-run train
 fi
 mkdir "$tmp/bin"
@@ -70,13 +70,13 @@ chmod 755 "$tmp/bin/nvidia-smi"
 expect_error "4 GPUs on 1 core" "4 ranks per host need 4 cores but 1 are available; lower -n or add --oversubscribe" \
   env -u CUDA_VISIBLE_DEVICES PATH="$tmp/bin:$PATH" taskset -c 0 "$run" --dry-run train
 expect_line "4 GPUs oversubscribed" \
-  "$mpirun -np 4$root_flag --oversubscribe --bind-to none $uel train --train.threads=1" \
+  "$mpirun -np 4$root_flag --oversubscribe --bind-to none -x UEL_PROGRESS $uel train --train.threads=1" \
   env -u CUDA_VISIBLE_DEVICES PATH="$tmp/bin:$PATH" taskset -c 0 "$run" --oversubscribe --dry-run train
 
 # A hostfile: the ranks of each host split this host's cores.
 printf 'node1 slots=1\n# a comment\n\nnode2 slots=1\n' >"$tmp/hosts"
 expect_line "hostfile" \
-  "$mpirun -np 2 --hostfile $tmp/hosts$root_flag --map-by slot:PE=1 --bind-to core $uel train --train.threads=1" \
+  "$mpirun -np 2 --hostfile $tmp/hosts$root_flag --map-by slot:PE=1 --bind-to core -x UEL_PROGRESS $uel train --train.threads=1" \
   env CUDA_VISIBLE_DEVICES= taskset -c 0 "$run" --hostfile "$tmp/hosts" --dry-run train
 
 # Root flags only as root.

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The large-batch study of README "Large batches": ISIF on Fashion-MNIST, 2 ranks, global batch
+# 256 (configs/fmnist-isif.ini, momentum SGD) and 1024, 4096 (configs/fmnist-isif-lars.ini: LARS,
+# warm-up, sqrt scaling), the same number of epochs, then `uel report` of the three.
+# usage: tools/large-batch.sh [OUT=runs/large-batch]   (EPOCHS=5; about 15 min a run on 2 cores)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-runs/large-batch}
+epochs=${EPOCHS:-5}
+uel=build/src/cli/uel
+[[ -x $uel ]] || bash tools/build.sh
+if [[ ! -f data/fmnist/train.h5 || ! -f data/fmnist/test.h5 ]]; then
+  "$uel" prepare fashion-mnist --src /usr/share/datasets/fashion-mnist --out data/fmnist
+fi
+mkdir -p "$out"
+run() {  # run NAME CONFIG OPTIONS...
+  local name=$1 config=$2
+  shift 2
+  echo "training $name: $out/$name.log"
+  launch/uel-run -n 2 train --config "$config" --train.epochs="$epochs" "$@" --out "$out/$name" \
+    >"$out/$name.log" 2>&1
+}
+run b256 configs/fmnist-isif.ini
+run b1024 configs/fmnist-isif-lars.ini --train.batch_size=1024
+run b4096 configs/fmnist-isif-lars.ini --train.batch_size=4096
+"$uel" report "$out/b256" "$out/b1024" "$out/b4096" --out "$out/report"
