@@ -700,7 +700,8 @@ RunEnd Trainer::run(const std::function<bool()>& stop_requested) {
           evaluation.json_fields(),
           input_.validation.empty() ? "test" : "validation",
           seconds_since(run_start)));
-      interval_start = Clock::now();
+      // img/s counts training time: the steps of this interval before the evaluation stay in it.
+      interval_start += Clock::now() - eval_start;
     }
   }
   // A run stopped by max_steps or a request leaves a checkpoint to resume from. Saving is
