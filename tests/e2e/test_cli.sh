@@ -122,7 +122,7 @@ done
 check "uel bench --help lists every benchmark" bash -c "'$uel' bench --help | grep -q '^  kmeans '"
 check "uel --help lists bench's bank" bash -c "'$uel' --help | grep -q 'loader, comm, step, bank, kmeans'"
 check "uel --help documents exit statuses 4 and 5" \
-  bash -c "'$uel' --help | grep -q '4 communication' && '$uel' --help | grep -q '5 CUDA'"
+  bash -c "'$uel' --help | grep -q '4 communication' && '$uel' --help | grep -q '5 CUDA' && '$uel' --help | grep -q 'cannot be written: a full disk'"
 expect_exit "unknown key, space-separated" 2 "unknown option 'train.metod' on the command line; did you mean 'train.method'?" \
   "$uel" train --train.metod isif --out "$tmp/t"
 out=$("$uel" bench loader --train.batch_size=-4 2>&1 || true)
