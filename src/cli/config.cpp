@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include <fmt/format.h>
+
 #include "uel/core/error.h"
 #include "uel/methods/method.h"
 #include "uel/models/embedding_net.h"
@@ -40,10 +42,14 @@ void Config::declare_data(OptionSet& o) {
       "data.drop_last",
       &data.drop_last,
       "end epochs at the last full batch (false: pad it from the epoch's start)");
-  o.add(
+  o.add<double>(
       "data.val_fraction",
       &data.val_fraction,
-      "hold out this fraction of the training set as kNN queries (tuning without the test set)");
+      "hold out this fraction of the training set as kNN queries (tuning without the test set)",
+      [](const double& v) {
+        return v >= 0 && v < 1 ? std::string()
+                               : describe_must_be("in [0, 1)", fmt::format("{}", v));
+      });
 
   o.add(
       "aug.size",
@@ -375,6 +381,10 @@ void Config::declare_bench(OptionSet& o) {
 
 void Config::validate() const {
   aug.validate(/*channels=*/0);
+  UEL_CHECK_CONFIG(
+      comm.backend != "nccl" || train.device != "cpu",
+      "--comm.backend=nccl runs on GPUs but --train.device=cpu; use --comm.backend=mpi (or auto) "
+      "for CPU training");
   UEL_CHECK_CONFIG(
       bench.min_bytes <= bench.max_bytes,
       "--bench.min_bytes {} exceeds --bench.max_bytes {}",

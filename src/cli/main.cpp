@@ -43,8 +43,9 @@ std::string usage() {
   }
   out +=
       "\nexit status: 0 done, 1 internal error, 2 configuration (an option or the command line),\n"
-      "  3 data (a missing or malformed file), 4 communication (a failed or timed-out collective,\n"
-      "  the watchdog, comm.check_order), 5 CUDA (out of device memory included),\n"
+      "  3 data (a missing or malformed file, a file that cannot be written: a full disk),\n"
+      "  4 communication (a failed or timed-out collective, the watchdog, comm.check_order),\n"
+      "  5 CUDA (out of device memory included),\n"
       "  75 stopped by SIGUSR1/SIGTERM after a checkpoint (the same command resumes)\n"
       "  UEL_DEBUG=1 adds the code location to configuration and data errors.\n";
   return out + fmt::format("\n{}\n", uel::version_string());

@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -46,17 +47,21 @@ bool parse_with_run(OptionSet& options, std::string* run, const Args& args) {
   return true;
 }
 
-std::string latest_or_fail(const std::string& run) {
-  auto dir = train::latest_checkpoint(run);
-  UEL_CHECK_DATA(dir.has_value(), "'{}' has no complete checkpoint yet", run);
-  return *dir;
-}
-
-// A run's Trainer holding the weights of its newest complete checkpoint (eval, embed).
+// A run's Trainer holding the weights of its newest complete checkpoint (eval, embed). `ini`:
+// the resolved options, which must describe the checkpoint's model and method.
 std::unique_ptr<train::Trainer> open_run(
-    Config& config, const std::string& run, std::string* checkpoint) {
+    Config& config, const std::string& run, const std::string& ini, std::string* checkpoint) {
+  // Before MPI starts: a run with nothing to evaluate, or options that cannot load it.
+  const auto latest = train::latest_checkpoint(run);
+  UEL_CHECK_DATA(
+      latest.has_value(),
+      "--run '{}' has no complete checkpoint (a checkpoints/step-N folder with DONE) yet; train "
+      "it further or point --run at another run",
+      run);
+  *checkpoint = *latest;
+  train::check_checkpoint_options(
+      *checkpoint, ini, "drop those options: the run's config.ini holds the ones it trained with");
   start_ranks(config.train.threads);
-  *checkpoint = latest_or_fail(run);
   config.weights.clear();  // the checkpoint's weights replace any initial ones
   auto trainer = std::make_unique<train::Trainer>(config, run);
   trainer->load_checkpoint(*checkpoint, /*with_state=*/false);
@@ -80,6 +85,17 @@ int run_train(const Args& args) {
   // instead of ending the process without a checkpoint.
   runtime::install_stop_signals();
   config.resolved_ini = options.to_ini();
+  const std::string& resume = config.train.resume;
+  const auto from = resume == "auto"   ? train::latest_checkpoint(out)
+                    : resume == "none" ? std::nullopt
+                                       : std::optional<std::string>(resume);
+  if (from) {
+    train::check_checkpoint_options(
+        *from,
+        config.resolved_ini,
+        "resume with the options it was saved with, or train afresh (another --out, or "
+        "--train.resume=none)");
+  }
   start_ranks(config.train.threads);
   train::Trainer trainer(config, out);
   if (trainer.run([] { return runtime::stop_signal() != 0; }) == train::RunEnd::kStopped) {
@@ -106,7 +122,7 @@ int run_eval(const Args& args) {
   if (!protocol.empty())
     config.eval.protocol = protocol;
   std::string checkpoint;
-  auto trainer = open_run(config, run, &checkpoint);
+  auto trainer = open_run(config, run, options.to_ini(), &checkpoint);
   const train::Evaluation evaluation = trainer->evaluate();
   if (comm::world().rank == 0) {
     std::printf(
@@ -127,8 +143,25 @@ int run_embed(const Args& args) {
   if (!parse_with_run(options, &run, args))
     return 0;
   UEL_CHECK_CONFIG(!data.empty() && !out.empty(), "--data and --out are required");
+  // The model takes images of its training set's size and channels; refuse others before work.
+  const data::DatasetInfo trained = data::read_dataset_info(config.data.train);
+  const data::DatasetInfo given = data::read_dataset_info(data);
+  UEL_CHECK_DATA(
+      given.height == trained.height && given.width == trained.width &&
+          given.channels == trained.channels,
+      "--data '{}' holds {}x{}x{} images but run '{}' was trained on {}x{}x{} images ('{}'); "
+      "embed images of that size and channel count (`uel prepare image-list --resize` resizes)",
+      data,
+      given.height,
+      given.width,
+      given.channels,
+      run,
+      trained.height,
+      trained.width,
+      trained.channels,
+      config.data.train);
   std::string checkpoint;
-  auto trainer = open_run(config, run, &checkpoint);
+  auto trainer = open_run(config, run, options.to_ini(), &checkpoint);
   data::ImageDataset dataset(data, config.data.memory_mb << 20);
   std::vector<int64_t> all(dataset.size());
   for (int64_t i = 0; i < dataset.size(); ++i)

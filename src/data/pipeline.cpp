@@ -22,25 +22,26 @@ TrainData open_train_data(
     int num_views) {
   UEL_CHECK_CONFIG(
       !config.train.empty(), "--data.train is not set; point it at a prepared HDF5 file");
+  Sampler::check_batch(global_batch, world);  // before any reading
   TrainData out;
   auto dataset = std::make_shared<ImageDataset>(config.train, config.memory_mb << 20);
   const DatasetInfo& info = dataset->info();
   out.positions = select_classes(
       dataset->labels(), parse_class_filter(config.classes, info.num_classes), config.train);
-  UEL_CHECK_CONFIG(
-      config.val_fraction >= 0 && config.val_fraction < 1,
-      "--data.val_fraction must be in [0, 1), got {}",
-      config.val_fraction);
   if (config.val_fraction > 0) {
     std::vector<int64_t> shuffled = out.positions;
     Rng rng(stream_key(0, RngPurpose::kSplit, 0, 0));
     shuffle(shuffled, rng);
     const auto held =
         static_cast<size_t>(std::max<double>(1, std::round(config.val_fraction * shuffled.size())));
+    // The first moment the split sizes are known: before statistics, model or communicators.
     UEL_CHECK_CONFIG(
         held < shuffled.size(),
-        "--data.val_fraction {} leaves nothing to train on",
-        config.val_fraction);
+        "--data.val_fraction {} holds out all {} training images of '{}' and leaves nothing to "
+        "train on; lower it",
+        config.val_fraction,
+        shuffled.size(),
+        config.train);
     out.validation.assign(shuffled.begin(), shuffled.begin() + held);
     out.positions.assign(shuffled.begin() + held, shuffled.end());
     std::sort(out.validation.begin(), out.validation.end());

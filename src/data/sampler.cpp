@@ -13,16 +13,20 @@ namespace uel::data {
 
 namespace {}  // namespace
 
-Sampler::Sampler(int64_t global_batch, int rank, int world)
-    : global_batch_(global_batch), rank_(rank), world_(world) {
+void Sampler::check_batch(int64_t global_batch, int world) {
   UEL_CHECK_CONFIG(global_batch > 0, "--train.batch_size must be positive, got {}", global_batch);
-  UEL_CHECK(world > 0 && rank >= 0 && rank < world, "rank {} of world {}", rank, world);
   UEL_CHECK_CONFIG(
       global_batch % world == 0,
       "--train.batch_size {} is not divisible by the world size {}; use a multiple of {}",
       global_batch,
       world,
       world);
+}
+
+Sampler::Sampler(int64_t global_batch, int rank, int world)
+    : global_batch_(global_batch), rank_(rank), world_(world) {
+  UEL_CHECK(world > 0 && rank >= 0 && rank < world, "rank {} of world {}", rank, world);
+  check_batch(global_batch, world);
 }
 
 std::vector<int64_t> Sampler::local_batch(const std::vector<int64_t>& order, int64_t step) const {

@@ -15,8 +15,8 @@ KnnResult weighted_knn(
     int64_t num_classes,
     const KnnConfig& config,
     comm::Communicator& comm) {
-  UEL_CHECK_CONFIG(config.k > 0, "--eval.knn_k must be positive, got {}", config.k);
-  UEL_CHECK_CONFIG(config.tau > 0, "--eval.knn_tau must be positive, got {}", config.tau);
+  // The options --eval.knn_k and --eval.knn_tau are checked where they are parsed.
+  UEL_CHECK(config.k > 0 && config.tau > 0, "weighted_knn needs k > 0 and tau > 0");
   UEL_CHECK(train_features.dim() == 2 && queries.dim() == 2, "kNN expects [N, D] features");
   KnnResult result;
   result.queries = queries.size(0);

@@ -15,8 +15,6 @@ at::Tensor isif_loss(
       embeddings.dim() == 2 && embeddings.size(0) % 2 == 0 && embeddings.size(0) > 0,
       "isif_loss expects [2b, D] embeddings (two views of b instances), got {}",
       c10::str(embeddings.sizes()));
-  UEL_CHECK_CONFIG(
-      config.temperature > 0, "--isif.temperature must be positive, got {}", config.temperature);
   const int64_t m = embeddings.size(0), b = m / 2;
   const at::Tensor keys = config.key_grad ? comm::all_gather_with_grad(embeddings, comm)
                                           : comm.all_gather(embeddings.detach());

@@ -13,6 +13,7 @@
 
 #include "uel/comm/sync_batch_norm.h"
 #include "uel/core/error.h"
+#include "uel/core/files.h"
 
 namespace uel::models {
 
@@ -225,9 +226,16 @@ void save_weights(torch::nn::Module& module, const std::string& path) {
     archive.write(p.key(), p.value());
   for (const auto& b : module.named_buffers())
     archive.write(b.key(), b.value(), /*is_buffer=*/true);
-  const std::string tmp = path + ".tmp";
-  archive.save_to(tmp);
-  std::filesystem::rename(tmp, path);
+  save_archive(archive, path);
+}
+
+void save_archive(torch::serialize::OutputArchive& archive, const std::string& path) {
+  AtomicFile file(path);
+  archive.save_to([&file](const void* data, size_t size) {
+    file.write(data, size);
+    return size;  // a failed write is reported by commit()
+  });
+  file.commit();
 }
 
 std::vector<std::string> load_weights(

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <regex>
 #include <set>
@@ -10,8 +11,10 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "uel/core/error.h"
+#include "uel/core/files.h"
 
 namespace uel::train {
 
@@ -79,20 +82,32 @@ void prune_checkpoints(const std::string& run_dir, int64_t keep) {
   }
 }
 
+void write_checkpoint_files(const std::string& dir, const std::function<void()>& write) {
+  try {
+    write();
+  } catch (const DataError& e) {
+    UEL_CHECK_DATA(
+        false,
+        "checkpoint '{}' is incomplete: {}; the newest complete checkpoint stays. Free space (or "
+        "lower --train.keep) and run the same command again to resume",
+        dir,
+        e.message());
+  }
+}
+
 void write_state(const std::string& dir, const CheckpointState& s) {
-  std::ofstream out(fs::path(dir) / "state.json");
-  out << fmt::format(
-      "{{\"epoch\": {}, \"step_in_epoch\": {}, \"global_step\": {}, \"seed\": {}, \"world_size\": "
-      "{}, "
-      "\"config_hash\": \"{}\", \"git_sha\": \"{}\"}}\n",
-      s.epoch,
-      s.step_in_epoch,
-      s.global_step,
-      s.seed,
-      s.world_size,
-      s.config_hash,
-      s.git_sha);
-  UEL_CHECK_DATA(out.good(), "cannot write '{}/state.json' (disk full?)", dir);
+  write_file_atomically(
+      (fs::path(dir) / "state.json").string(),
+      fmt::format(
+          "{{\"epoch\": {}, \"step_in_epoch\": {}, \"global_step\": {}, \"seed\": {}, "
+          "\"world_size\": {}, \"config_hash\": \"{}\", \"git_sha\": \"{}\"}}\n",
+          s.epoch,
+          s.step_in_epoch,
+          s.global_step,
+          s.seed,
+          s.world_size,
+          s.config_hash,
+          s.git_sha));
 }
 
 CheckpointState read_state(const std::string& dir) {
@@ -118,7 +133,7 @@ CheckpointState read_state(const std::string& dir) {
 }
 
 void mark_done(const std::string& dir) {
-  std::ofstream(fs::path(dir) / "DONE") << "complete\n";
+  write_file_atomically((fs::path(dir) / "DONE").string(), "complete\n");
 }
 
 std::map<std::string, std::string> ini_values(const std::string& ini) {
@@ -133,6 +148,31 @@ std::map<std::string, std::string> ini_values(const std::string& ini) {
     }
   }
   return out;
+}
+
+void check_checkpoint_options(
+    const std::string& dir, const std::string& ini, const std::string& hint) {
+  const fs::path saved_path = fs::path(dir) / "config.ini";
+  if (!fs::exists(saved_path))
+    return;
+  std::ifstream in(saved_path);
+  const auto saved = ini_values(
+      std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()));
+  const auto now = ini_values(ini);
+  std::vector<std::string> changed;
+  for (const char* key :
+       {"model.arch", "model.stem", "model.width", "model.low_dim", "train.method"}) {
+    const auto was = saved.find(key), is = now.find(key);
+    if (was != saved.end() && is != now.end() && was->second != is->second)
+      changed.push_back(fmt::format("{} {} -> {}", key, was->second, is->second));
+  }
+  UEL_CHECK_CONFIG(
+      changed.empty(),
+      "checkpoint '{}' holds another model or method than these options ask for (saved -> "
+      "asked: {}); {}",
+      dir,
+      fmt::join(changed, ", "),
+      hint);
 }
 
 const std::set<std::string>& run_control_options() {

@@ -9,6 +9,7 @@
 #include <torch/serialize.h>
 
 #include "uel/core/error.h"
+#include "uel/models/embedding_net.h"
 
 namespace uel::train {
 
@@ -129,17 +130,18 @@ void Optimizer::step() {
 }
 
 void Optimizer::save(const std::string& path) const {
+  torch::serialize::OutputArchive archive;
   if (optimizers_.size() == 1) {
-    torch::save(*optimizers_[0], path);
+    optimizers_[0]->save(archive);  // what torch::save writes
+    models::save_archive(archive, path);
     return;
   }
-  torch::serialize::OutputArchive archive;
   for (size_t i = 0; i < optimizers_.size(); ++i) {
     torch::serialize::OutputArchive part;
     optimizers_[i]->save(part);
     archive.write(std::to_string(i), part);
   }
-  archive.save_to(path);
+  models::save_archive(archive, path);
 }
 
 void Optimizer::load(const std::string& path) {

@@ -15,6 +15,7 @@
 #include "uel/comm/watchdog.h"
 #include "uel/comm/world.h"
 #include "uel/core/error.h"
+#include "uel/core/files.h"
 #include "uel/core/logging.h"
 #include "uel/core/shard.h"
 #include "uel/core/version.h"
@@ -406,7 +407,7 @@ void Trainer::truncate_metrics_after(int64_t step) {
     kept += line + "\n";
   }
   in.close();
-  std::ofstream(path, std::ios::trunc) << kept;
+  write_file_atomically(path.string(), kept);
 }
 
 void Trainer::save_checkpoint() {
@@ -419,24 +420,26 @@ void Trainer::save_checkpoint() {
     step_in_epoch = 0;
   }
   fs::create_directories(dir);  // on every rank: a method's files may be per rank
-  if (comm_->rank() == 0) {
-    models::save_weights(*model_, (fs::path(dir) / "model.pt").string());
-    optimizer_->save((fs::path(dir) / "optim.pt").string());
-    CheckpointState state;
-    state.epoch = epoch;
-    state.step_in_epoch = step_in_epoch;
-    state.global_step = global_step_;
-    state.seed = config_.train.seed;
-    state.world_size = comm_->size();
-    state.config_hash = fnv1a(config_.resolved_ini);
-    state.git_sha = git_sha();
-    write_state(dir, state);
-    std::ofstream(fs::path(dir) / "config.ini") << config_.resolved_ini;
-  }
-  method_->save(dir);
+  write_checkpoint_files(dir, [&] {
+    if (comm_->rank() == 0) {
+      models::save_weights(*model_, (fs::path(dir) / "model.pt").string());
+      optimizer_->save((fs::path(dir) / "optim.pt").string());
+      CheckpointState state;
+      state.epoch = epoch;
+      state.step_in_epoch = step_in_epoch;
+      state.global_step = global_step_;
+      state.seed = config_.train.seed;
+      state.world_size = comm_->size();
+      state.config_hash = fnv1a(config_.resolved_ini);
+      state.git_sha = git_sha();
+      write_state(dir, state);
+      write_file_atomically((fs::path(dir) / "config.ini").string(), config_.resolved_ini);
+    }
+    method_->save(dir);
+  });
   comm_->barrier();  // every rank's part is written before DONE
   if (comm_->rank() == 0) {
-    mark_done(dir);
+    write_checkpoint_files(dir, [&] { mark_done(dir); });
     prune_checkpoints(run_dir_, config_.train.keep);
   }
 }
@@ -543,7 +546,7 @@ Evaluation Trainer::evaluate() {
 RunEnd Trainer::run(const std::function<bool()>& stop_requested) {
   if (comm_->rank() == 0) {
     fs::create_directories(run_dir_);
-    std::ofstream(fs::path(run_dir_) / "config.ini") << config_.resolved_ini;
+    write_file_atomically((fs::path(run_dir_) / "config.ini").string(), config_.resolved_ini);
   }
   const std::string& resume = config_.train.resume;
   std::optional<std::string> from;

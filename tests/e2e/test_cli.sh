@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # End to end through the real `uel` binary: Fashion-MNIST conversion checked with h5py, and
 # bad input answered with a clear message and the right non-zero exit status, never a crash.
-# usage: test_cli.sh UEL_BINARY
+# usage: test_cli.sh UEL_BINARY E2E_DIR MPIEXEC
 set -euo pipefail
-uel=$1
+uel=$1 mpiexec=$3
 fmnist=/usr/share/datasets/fashion-mnist
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+trap 'umount "$tmp/disk" 2>/dev/null || true; rm -rf "$tmp"' EXIT
 failures=0
 passed=0
 
@@ -122,7 +122,7 @@ done
 check "uel bench --help lists every benchmark" bash -c "'$uel' bench --help | grep -q '^  kmeans '"
 check "uel --help lists bench's bank" bash -c "'$uel' --help | grep -q 'loader, comm, step, bank, kmeans'"
 check "uel --help documents exit statuses 4 and 5" \
-  bash -c "'$uel' --help | grep -q '4 communication' && '$uel' --help | grep -q '5 CUDA'"
+  bash -c "'$uel' --help | grep -q '4 communication' && '$uel' --help | grep -q '5 CUDA' && '$uel' --help | grep -q 'cannot be written: a full disk'"
 expect_exit "unknown key, space-separated" 2 "unknown option 'train.metod' on the command line; did you mean 'train.method'?" \
   "$uel" train --train.metod isif --out "$tmp/t"
 out=$("$uel" bench loader --train.batch_size=-4 2>&1 || true)
@@ -133,9 +133,10 @@ expect_exit "--print-config validates across options" 2 "--eval.features=bank ne
   "$uel" train --config "$(dirname "$0")/../../configs/fmnist-isif.ini" --eval.features=bank --print-config
 
 # A tiny run: resume warnings, uel info on runs, checkpoints and embeddings.
-tiny=(--data.train="$tmp/fm/test.h5" --data.test="$tmp/fm/test.h5" --aug.mean=0.286 --aug.std=0.353
+tiny_options=(--data.train="$tmp/fm/test.h5" --data.test="$tmp/fm/test.h5" --aug.mean=0.286 --aug.std=0.353
   --model.width=4 --model.low_dim=8 --train.batch_size=32 --train.threads=1 --eval.every=0
-  --train.checkpoint_every=2 --out "$tmp/run")
+  --train.checkpoint_every=2)
+tiny=("${tiny_options[@]}" --out "$tmp/run")
 "$uel" train "${tiny[@]}" --train.max_steps=2 >/dev/null 2>&1
 out=$("$uel" train "${tiny[@]}" --train.max_steps=4 --train.log_every=1 2>&1)
 check "resuming with another max_steps does not warn" all_in "$out" "resumed from"
@@ -154,6 +155,113 @@ info=$("$uel" info "$tmp/emb.h5")
 check "uel info describes embeddings" all_in "$info" "^kind: embeddings" "^embeddings: 10000 x 8 float32" \
   "^checkpoint: .*step-0000006"
 expect_exit "uel info on a folder that is no run" 3 "neither a run folder" "$uel" info "$tmp/imgs"
+
+# --- bad input refused before the work, the run's files kept -----------------------------------
+/usr/bin/python3 - "$tmp" <<'PY'
+import sys, h5py, numpy as np
+t = sys.argv[1]
+with h5py.File(f"{t}/fm/test.h5", "r") as f:
+    images, labels = f["images"][:100], f["labels"][:100]
+def write(name, images, labels):
+    with h5py.File(f"{t}/{name}", "w") as g:
+        g["images"], g["labels"] = images, labels
+        g.attrs["num_classes"] = 10
+write("rgb.h5", np.repeat(images, 3, axis=3), labels)
+write("padded.h5", np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0))), labels)
+write("float.h5", images.astype(np.float32) / 255, labels)
+labels[7] = 12
+write("labels.h5", images, labels)
+PY
+expect_exit "embed: another channel count than the run's" 3 \
+  "--data '$tmp/rgb.h5' holds 28x28x3 images but run '$tmp/run' was trained on 28x28x1 images" \
+  "$uel" embed --run "$tmp/run" --data "$tmp/rgb.h5" --out "$tmp/e.h5"
+expect_exit "embed: another image size than the run's" 3 "holds 32x32x1 images but run" \
+  "$uel" embed --run "$tmp/run" --data "$tmp/padded.h5" --out "$tmp/e.h5"
+mkdir -p "$tmp/norun/checkpoints/step-0000002"
+cp "$tmp/run/config.ini" "$tmp/norun/"
+expect_exit "eval: a run without a complete checkpoint" 3 \
+  "--run '$tmp/norun' has no complete checkpoint (a checkpoints/step-N folder with DONE) yet" \
+  "$uel" eval --run "$tmp/norun"
+expect_exit "eval: options for another model than the run's" 2 \
+  "holds another model or method than these options ask for (saved -> asked: model.low_dim 8 -> 16); drop those options" \
+  "$uel" eval --run "$tmp/run" --model.low_dim=16
+expect_exit "resume: another architecture" 2 \
+  "checkpoint '$tmp/run/checkpoints/step-0000006' holds another model or method than these options ask for (saved -> asked: model.arch small_cnn -> resnet18); resume with the options" \
+  "$uel" train "${tiny[@]}" --model.arch=resnet18 --train.max_steps=8
+expect_exit "resume: another method" 2 "(saved -> asked: train.method isif -> nce)" \
+  "$uel" train "${tiny[@]}" --train.method=nce --train.max_steps=8
+expect_exit "nccl on the CPU" 2 \
+  "--comm.backend=nccl runs on GPUs but --train.device=cpu; use --comm.backend=mpi (or auto)" \
+  "$uel" train "${tiny[@]}" --comm.backend=nccl --train.device=cpu
+expect_exit "a validation split that leaves no training images" 2 \
+  "--data.val_fraction 0.9999 holds out all 1000 training images of '$tmp/fm/test.h5' and leaves nothing to train on" \
+  "$uel" train "${tiny[@]}" --data.classes=0 --data.val_fraction=0.9999
+expect_exit "a validation fraction of 1" 2 "--data.val_fraction must be in [0, 1), got 1" \
+  "$uel" train "${tiny[@]}" --data.val_fraction=1
+expect_exit "ISIF temperature 0" 2 "--isif.temperature must be positive" \
+  "$uel" train "${tiny[@]}" --isif.temperature=0
+expect_exit "kNN with no neighbours" 2 "--eval.knn_k must be positive" \
+  "$uel" eval --run "$tmp/run" --eval.knn_k=0
+expect_exit "labels beyond num_classes" 3 "'$tmp/labels.h5' has labels in [0, 12], outside [0, num_classes=10)" \
+  "$uel" train --data.train="$tmp/labels.h5" --eval.every=0 --out "$tmp/bad-labels"
+expect_exit "float pixels" 3 "'$tmp/float.h5'/images must be uint8 pixels" \
+  "$uel" train --data.train="$tmp/float.h5" --eval.every=0 --out "$tmp/bad-dtype"
+small=("${tiny[@]/--train.batch_size=32/--train.batch_size=33}")
+expect_exit "a batch that 2 ranks cannot split" 2 \
+  "--train.batch_size 33 is not divisible by the world size 2; use a multiple of 2" \
+  "$mpiexec" -np 2 "$uel" train "${small[@]}"
+check "refused runs kept the run's checkpoints and config" \
+  bash -c "[[ -f '$tmp/run/checkpoints/step-0000006/DONE' && -f '$tmp/run/checkpoints/step-0000004/DONE' ]] && grep -q 'arch = small_cnn' '$tmp/run/config.ini'"
+
+# SIGKILL while a checkpoint is written (ResNet-18's take a few hundred ms): the folder being
+# written has no DONE, and the next run resumes from the checkpoint before it.
+big=(--data.train="$tmp/fm/test.h5" --aug.mean=0.286 --aug.std=0.353 --model.arch=resnet18 --model.low_dim=8
+  --train.batch_size=4 --train.threads=1 --eval.every=0 --train.checkpoint_every=1 --out "$tmp/killed")
+"$uel" train "${big[@]}" --train.max_steps=1 >/dev/null 2>&1
+killed=""
+for step in 2 3 4; do  # a kill that lands after DONE misses the write: try the next checkpoint
+  "$uel" train "${big[@]}" --train.max_steps=$step >/dev/null 2>&1 &
+  pid=$!
+  dir=$tmp/killed/checkpoints/step-000000$step
+  for ((i = 0; i < 6000; i++)); do [[ -d $dir ]] && break || sleep 0.005; done
+  kill -9 $pid
+  wait $pid 2>/dev/null || true
+  if [[ -d $dir && ! -f $dir/DONE ]]; then killed=$step; break; fi
+done
+check "SIGKILL landed while a checkpoint was being written" test -n "$killed"
+if [[ -n $killed ]]; then
+  out=$("$uel" train "${big[@]}" --train.max_steps=$killed 2>&1)
+  check "after SIGKILL the run resumes from the previous checkpoint" \
+    grep -q "resumed from $tmp/killed/checkpoints/step-000000$((killed - 1))" <<<"$out"
+  check "and completes the killed one" test -f "$tmp/killed/checkpoints/step-000000$killed/DONE"
+fi
+
+# A full disk (a 4 MiB tmpfs): before the run starts nothing is touched; during a checkpoint
+# the write fails with a message and the newest complete checkpoint stays and resumes.
+mkdir -p "$tmp/disk"
+if mount -t tmpfs -o size=4m tmpfs "$tmp/disk" 2>"$tmp/mount.err"; then
+  disk=("${tiny_options[@]}" --out "$tmp/disk/run")
+  "$uel" train "${disk[@]}" --train.max_steps=2 >/dev/null 2>&1
+  fill() {  # fill KIB_LEFT: fill the disk up to KIB_LEFT KiB
+    rm -f "$tmp/disk/filler"
+    dd if=/dev/zero of="$tmp/disk/filler" bs=1k count=$(($(df -k --output=avail "$tmp/disk" | tail -1) - $1)) 2>/dev/null
+  }
+  fill 0
+  expect_exit "a full disk before the run starts" 3 "cannot write '$tmp/disk/run/config.ini': No space left on device" \
+    "$uel" train "${disk[@]}" --train.max_steps=4
+  fill 16  # room for config.ini and metrics, not for a checkpoint
+  expect_exit "a full disk during a checkpoint" 3 \
+    "checkpoint '$tmp/disk/run/checkpoints/step-0000004' is incomplete: cannot write '$tmp/disk/run/checkpoints/step-0000004/model.pt': No space left on device; the newest complete checkpoint stays" \
+    "$uel" train "${disk[@]}" --train.max_steps=4
+  check "the full disk lost no file" bash -c "[[ -f '$tmp/disk/run/checkpoints/step-0000002/DONE' && ! -f '$tmp/disk/run/checkpoints/step-0000004/DONE' ]] && grep -q 'arch = small_cnn' '$tmp/disk/run/config.ini' && [[ \$(wc -l <'$tmp/disk/run/metrics.jsonl') -ge 2 ]]"
+  rm "$tmp/disk/filler"
+  out=$("$uel" train "${disk[@]}" --train.max_steps=4 2>&1)
+  check "with space again the run resumes from the checkpoint before the full disk" \
+    grep -q "resumed from $tmp/disk/run/checkpoints/step-0000002" <<<"$out"
+  umount "$tmp/disk"
+else
+  echo "SKIP: full-disk cases: cannot mount a tmpfs ($(cat "$tmp/mount.err")); run as root to test them" >&2
+fi
 
 # Every recipe parses: no unknown key, no bad value.
 parses() { "$uel" train --config "$1" --print-config >/dev/null 2>&1; }

@@ -3,6 +3,8 @@
 #  - 10 ISIF steps with 2 ranks x 32 and 4 ranks x 16 match 1 rank x 64 (relative 1e-5),
 #  - a run interrupted after a checkpoint and resumed logs the same losses, digit for digit,
 #  - a non-finite loss stops the run with a message naming the step, the checkpoint stays,
+#  - ISIF's kNN on 1,000 held-out images beats raw pixels' and is the same evaluated on 1 and 2
+#    ranks; NCE's loss falls over 2 epochs,
 #  - uel eval and uel embed read the run; every protocol gives the same figures on 1 and 2 ranks,
 #    Recall@K equals numpy's brute force on the embeddings, an unseen-category run evaluates on
 #    the test images of the classes it never saw, uel cluster's NMI is sklearn's on its
@@ -136,6 +138,60 @@ out=$("$uel" eval --run "$tmp/unseen" --protocol knn,rcall 2>&1)
   --out "$tmp/val" >"$tmp/val.log" 2>&1 || fail "training with a validation split"
 grep -qE '"knn_top1": [0-9.]+.*"split": "validation"' "$tmp/val/metrics.jsonl" && pass || fail "no validation kNN line"
 
+# --- figures: kNN above raw pixels, the same on 1 and 2 ranks; NCE's loss going down ------------
+# The test split's first 9,000 images train, its last 1,000 are the kNN queries. Measured at
+# this commit: ISIF (the recipe, 3 epochs of 70 steps) reaches 76.2% where raw pixels (weighted
+# kNN, k 200, tau 0.1, cosine of the [0, 1] pixels) give 72.0% (76.4% after mean/std
+# normalisation, which 3 epochs do not yet beat); NCE's loss over 2 epochs falls from 13.70
+# (first third of the steps) to 12.66 (last third).
+/usr/bin/python3 - "$tmp" <<'PY'
+import sys, h5py
+t = sys.argv[1]
+with h5py.File(f"{t}/fm/test.h5", "r") as f:
+    images, labels, attrs = f["images"][:], f["labels"][:], dict(f.attrs)
+for name, part in (("fit", slice(0, 9000)), ("query", slice(9000, 10000))):
+    with h5py.File(f"{t}/{name}.h5", "w") as g:
+        g.create_dataset("images", data=images[part], chunks=(256, 28, 28, 1))
+        g["labels"] = labels[part]
+        g.attrs.update(attrs)
+PY
+split=(--data.train="$tmp/fit.h5" --data.test="$tmp/query.h5" --train.batch_size=128 --train.threads=1 --eval.every=0)
+"$mpiexec" -np 2 "$uel" train --config "$here/../../configs/fmnist-isif.ini" "${split[@]}" --train.epochs=3 \
+  --out "$tmp/figures" >"$tmp/figures.log" 2>&1 || { fail "ISIF recipe on 9,000 images"; tail -5 "$tmp/figures.log"; }
+for np in 1 2; do
+  "$mpiexec" -np $np "$uel" eval --run "$tmp/figures" 2>/dev/null | tail -1 >"$tmp/figures$np.json"
+done
+/usr/bin/python3 - "$tmp" <<'PY' && pass || fail "kNN figures of the ISIF run"
+import json, sys, h5py, numpy as np
+t = sys.argv[1]
+def load(name):
+    with h5py.File(f"{t}/{name}.h5", "r") as f:
+        x = f["images"][:].reshape(len(f["labels"]), -1) / 255.0
+        return x / np.linalg.norm(x, axis=1, keepdims=True), f["labels"][:]
+gallery, gallery_labels = load("fit")
+queries, query_labels = load("query")
+s = queries @ gallery.T
+top = np.argsort(-s, axis=1, kind="stable")[:, :200]
+weights = np.exp(np.take_along_axis(s, top, 1) / 0.1)
+votes = np.stack([(weights * (gallery_labels[top] == c)).sum(1) for c in range(10)], 1)
+raw = 100 * (votes.argmax(1) == query_labels).mean()
+one, two = (json.loads(open(f"{t}/figures{n}.json").read()) for n in (1, 2))
+print(f"kNN top-1: ISIF {one['knn_top1']:.2f}% on 1 rank, {two['knn_top1']:.2f}% on 2; raw pixels {raw:.2f}%")
+assert one["queries"] == 1000 and one["knn_top1"] == two["knn_top1"], (one, two)
+assert one["knn_top1"] >= raw + 2, (one["knn_top1"], raw)
+PY
+"$mpiexec" -np 2 "$uel" train --config "$here/../../configs/fmnist-nce.ini" "${split[@]}" --model.width=8 \
+  --model.low_dim=32 --train.epochs=2 --train.log_every=1 --out "$tmp/nce-figures" >"$tmp/nce-figures.log" 2>&1 ||
+  { fail "NCE recipe on 9,000 images"; tail -5 "$tmp/nce-figures.log"; }
+/usr/bin/python3 - "$tmp/nce-figures/metrics.jsonl" <<'PY' && pass || fail "NCE's loss does not go down"
+import json, sys
+loss = [json.loads(line)["loss"] for line in open(sys.argv[1]) if '"loss"' in line]
+third = len(loss) // 3
+first, last = sum(loss[:third]) / third, sum(loss[-third:]) / third
+print(f"NCE over {len(loss)} steps: mean loss {first:.3f} in the first third, {last:.3f} in the last")
+assert len(loss) == 140 and last < 0.95 * first, (len(loss), first, last)
+PY
+
 # --- memory bank: checkpoints re-split over world sizes ----------------------------------------
 bank=("${common[@]}" --train.method=nce --nce.k=0 --nce.temperature=0.1 --train.precision=float64)
 "$mpiexec" -np 4 "$uel" train "${bank[@]}" --train.max_steps=6 --out "$tmp/bank4" >"$tmp/bank4.log" 2>&1 ||
@@ -182,7 +238,8 @@ out=$("$mpiexec" -np 2 "$uel" eval --run "$tmp/nce" --eval.features=bank 2>&1 | 
 grep -q '"knn_top1": ' <<<"$out" && pass || fail "uel eval on the memory bank: $out"
 out=$("$uel" train "${common[@]}" --train.method=nce --train.resume="$tmp/whole/checkpoints/step-0000012" \
   --train.max_steps=13 --out "$tmp/y" 2>&1)
-[[ $? == 3 ]] && grep -q "has no memory-bank shards" <<<"$out" && pass || fail "nce from an isif checkpoint: $out"
+[[ $? == 2 ]] && grep -qF "(saved -> asked: train.method isif -> nce); resume with the options it was saved with" <<<"$out" &&
+  pass || fail "nce from an isif checkpoint: $out"
 out=$("$uel" train "${common[@]}" --eval.features=bank --out "$tmp/x" 2>&1)
 [[ $? == 2 ]] && grep -q "needs the memory bank" <<<"$out" && pass || fail "eval.features=bank without nce: $out"
 

@@ -1,7 +1,12 @@
 // Closed-form checks of every collective for every dtype, uneven and empty contributions.
 
+#include <atomic>
+#include <chrono>
+#include <thread>
+
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <mpi.h>
 #include <torch/cuda.h>
 
 #include "test_util.h"
@@ -230,6 +235,51 @@ TEST_P(CommTest, SplitGivesAnIndependentCommunicator) {
   at::Tensor t = at::ones({3}, opts(at::kFloat));
   other->all_reduce(t, ReduceOp::kSum);
   EXPECT_EQ(t[0].item<float>(), comm->size());
+  if (GetParam().backend == "nccl") {
+    GTEST_SKIP() << "NCCL runs a GPU's collectives in launch order across its communicators "
+                    "(DESIGN.md §3): split NCCL communicators are not for concurrent threads";
+  }
+  int level = 0;
+  MPI_Query_thread(&level);
+  if (world().size > 1 && level < MPI_THREAD_MULTIPLE) {
+    GTEST_SKIP() << "MPI provides thread level " << level
+                 << ", below MPI_THREAD_MULTIPLE: two threads may not run collectives at once";
+  }
+  // Two threads all-reduce at once, each on its own communicator, with values only its own
+  // peers contribute: a collective matched with the other thread's (a shared communicator)
+  // sums the wrong values.
+  const int n = comm->size(), r = comm->rank();
+  constexpr int kRounds = 500;
+  // The two threads meet before every round, so their collectives overlap.
+  std::atomic<int> arrived{0}, round{0};
+  auto meet = [&] {
+    const int current = round.load();
+    if (arrived.fetch_add(1) == 1) {
+      arrived = 0;
+      ++round;
+    }
+    while (round.load() == current)
+      std::this_thread::yield();
+  };
+  // Even ranks start the main thread's collective first, odd ranks the other thread's: on a
+  // shared communicator each would meet the other thread's collective on the neighbour rank.
+  auto run = [&](Communicator* c, float base, bool main_thread, int* wrong) {
+    for (int i = 0; i < kRounds; ++i) {
+      meet();
+      if (main_thread != (r % 2 == 0))
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+      at::Tensor t = at::full({64}, base * (r + 1) + i, opts(at::kFloat));
+      c->all_reduce(t, ReduceOp::kSum);
+      const float want = base * n * (n + 1) / 2 + static_cast<float>(n) * i;
+      *wrong += !at::all(t == want).item<bool>();
+    }
+  };
+  int wrong_main = 0, wrong_other = 0;
+  std::thread thread([&] { run(other.get(), 1000.0f, false, &wrong_other); });
+  run(comm, 1.0f, true, &wrong_main);
+  thread.join();
+  EXPECT_EQ(wrong_main, 0);
+  EXPECT_EQ(wrong_other, 0);
 }
 
 }  // namespace

@@ -152,6 +152,59 @@ TEST(WeightedKnn, MatchesBruteForce) {
   }
 }
 
+TEST(WeightedKnn, MatchesBruteForceWithTiedSimilarities) {
+  auto comm = cpu_comm();
+  const int64_t classes = 4;
+  // Integer features: similarities tie at the K boundary and classes tie in votes. tau = 4 keeps
+  // exp(s / tau) of |s| <= 12 well inside float32.
+  const at::Tensor train = tied_features(45, 10);
+  const at::Tensor train_labels = random_labels(45, classes, 11);
+  const at::Tensor queries = tied_features(20, 12);
+  const at::Tensor query_labels = random_labels(20, classes, 13);
+  for (const auto& [name, split] : splits()) {
+    for (const int64_t k : {1, 5, 16, 60}) {  // 60 > 45 rows: padding, N < K
+      SCOPED_TRACE(std::string(name) + " k=" + std::to_string(k));
+      KnnConfig config;
+      config.k = k;
+      config.tau = 4;
+      const KnnResult r = weighted_knn(
+          split(train, *comm),
+          split(train_labels, *comm),
+          queries,
+          query_labels,
+          classes,
+          config,
+          *comm);
+      const auto [top1, top5] =
+          knn_brute_force(train, train_labels, queries, query_labels, classes, k, config.tau);
+      EXPECT_DOUBLE_EQ(r.top1, top1);
+      EXPECT_DOUBLE_EQ(r.top5, top5);
+    }
+  }
+}
+
+TEST(WeightedKnn, ClassesTiedInVotesAllCountAsTopOne) {
+  auto comm = cpu_comm();
+  // The query is as close to row 0 (class 1) as to row 1 (class 2): with k = 2 both classes get
+  // the same votes, and either truth is a top-1 hit.
+  const at::Tensor train = torch::tensor({{1.0f, 0.0f}, {0.0f, 1.0f}, {-1.0f, 0.0f}});
+  const at::Tensor train_labels = torch::tensor({1, 2, 0}, torch::kLong);
+  const at::Tensor queries = torch::tensor({{0.6f, 0.6f}, {0.6f, 0.6f}, {0.6f, 0.6f}});
+  KnnConfig config;
+  config.k = 2;
+  for (const auto& [name, split] : splits()) {
+    const KnnResult r = weighted_knn(
+        split(train, *comm),
+        split(train_labels, *comm),
+        queries,
+        torch::tensor({1L, 2L, 0L}),
+        3,
+        config,
+        *comm);
+    EXPECT_NEAR(r.top1, 200.0 / 3, 1e-9) << name;  // class 0 got no vote
+  }
+}
+
 TEST(WeightedKnn, TiesGoToTheEarlierRow) {
   auto comm = cpu_comm();
   // Rows 0 and 1 are the same point with different labels: k = 1 votes for row 0's label.

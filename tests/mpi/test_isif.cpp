@@ -124,17 +124,40 @@ TEST(Isif, GradientMatchesFiniteDifferences) {
 
 TEST(Isif, StableAtLowTemperatureAndInFloat32) {
   comm::LocalCommunicator local;
-  // Far-apart negatives at T = 0.05: 1 - P rounds to 0 in float32, where the seed's subtraction
-  // gives NaN; the log-sum-exp form stays finite, gradient included.
-  at::Tensor x = torch::zeros({4, 4});
-  x[0][0] = 1, x[2][0] = 1, x[1][1] = 1, x[3][1] = 1;
-  x.requires_grad_(true);
+  // float32 against the direct formula in float64, down to T = 0.01 where exp(1/T) = e^100
+  // overflows float32 (the seed's exp-then-divide gives inf/inf). Tolerances: logits of size 1/T
+  // carry float32 rounding of about 1e-7/T each.
+  for (const double t : {0.1, 0.05, 0.01}) {
+    for (const bool key_grad : {false, true}) {
+      at::Tensor v = views(6, 5, torch::kDouble);
+      at::Tensor exact = torch::cat({v[0], v[1]}).requires_grad_(true);
+      at::Tensor expected = direct_loss(exact, t, key_grad);
+      expected.backward();
+      at::Tensor x = exact.detach().to(torch::kFloat).requires_grad_(true);
+      at::Tensor loss = isif_loss(x, local, IsifConfig{t, key_grad});
+      loss.backward();
+      ASSERT_EQ(loss.scalar_type(), torch::kFloat);
+      EXPECT_NEAR(loss.item<double>(), expected.item<double>(), 1e-5 / t)
+          << "T=" << t << " key_grad=" << key_grad;
+      const double scale = exact.grad().abs().max().item<double>();
+      const double worst = (x.grad().to(torch::kDouble) - exact.grad()).abs().max().item<double>();
+      EXPECT_LE(worst, 1e-5 / t * scale) << "T=" << t << " key_grad=" << key_grad;
+    }
+  }
+  // Far-apart negatives at T = 0.05: 1 - Q rounds to 1 in float32 for them, and Q of the
+  // positive to 1; the loss is the float64 value, gradient included.
+  at::Tensor far = torch::zeros({4, 4}, torch::kDouble);
+  far[0][0] = 1, far[2][0] = 1, far[1][1] = 1, far[3][1] = 1;
+  far.requires_grad_(true);
+  at::Tensor expected = direct_loss(far, 0.05, false);
+  expected.backward();
+  at::Tensor x = far.detach().to(torch::kFloat).requires_grad_(true);
   at::Tensor loss = isif_loss(x, local, IsifConfig{0.05, false});
   loss.backward();
-  EXPECT_TRUE(std::isfinite(loss.item<float>()));
-  EXPECT_TRUE(torch::isfinite(x.grad()).all().item<bool>());
+  EXPECT_NEAR(loss.item<double>(), expected.item<double>(), 1e-6);
+  EXPECT_TRUE(torch::allclose(x.grad().to(torch::kDouble), far.grad(), 1e-5, 1e-6))
+      << x.grad() << far.grad();
   EXPECT_THROW_WITH(isif_loss(torch::zeros({3, 4}), local, IsifConfig{}), Error, "expects [2b, D]");
-  EXPECT_THROW_WITH(isif_loss(x, local, IsifConfig{0.0, false}), ConfigError, "--isif.temperature");
 }
 
 }  // namespace

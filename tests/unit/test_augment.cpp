@@ -1,3 +1,5 @@
+#include <array>
+
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -70,18 +72,52 @@ TEST(Augment, FlipAndRotationMatchTorch) {
   }
 }
 
+// A 2x2 RGB image from its pixels in row-major order, as [1, 3, 2, 2].
+at::Tensor image_of(const std::vector<std::array<float, 3>>& pixels) {
+  at::Tensor x = at::empty({2, 2, 3});
+  for (int64_t i = 0; i < 4; ++i) {
+    for (int64_t c = 0; c < 3; ++c)
+      x[i / 2][i % 2][c] = pixels[i][c];
+  }
+  return x.permute({2, 0, 1}).unsqueeze(0).contiguous();
+}
+
 TEST(Augment, ColorOperationsFollowTheirDefinitions) {
-  at::Tensor x = at::rand({2, 3, 4, 4});
-  at::Tensor f = at::tensor({0.5f, 1.5f});
-  EXPECT_TRUE(at::allclose(adjust_brightness(x, f), (x * f.view({2, 1, 1, 1})).clamp(0, 1)));
-  at::Tensor gray = 0.299 * x.select(1, 0) + 0.587 * x.select(1, 1) + 0.114 * x.select(1, 2);
-  EXPECT_TRUE(at::allclose(to_grayscale(x).squeeze(1), gray));
-  at::Tensor mean = gray.mean({1, 2}).view({2, 1, 1, 1});
-  at::Tensor fv = f.view({2, 1, 1, 1});
-  EXPECT_TRUE(
-      at::allclose(adjust_contrast(x, f), (fv * x + (1 - fv) * mean).clamp(0, 1), 1e-5, 1e-6));
+  // Red, green, blue and dark-yellow pixels, twice (factors 0.5 and 2). Expected values are worked
+  // out by hand from torchvision's definitions: gray = 0.299 R + 0.587 G + 0.114 B (0.299, 0.587,
+  // 0.114, 0.443; mean 0.36075, not the channel mean 1/3); brightness blends with black,
+  // contrast with the mean gray, saturation with each pixel's gray; results clamp to [0, 1].
+  const at::Tensor one = image_of({{1, 0, 0}, {0, 1, 0}, {0, 0, 1}, {0.5, 0.5, 0}});
+  const at::Tensor x = at::cat({one, one});
+  const at::Tensor f = at::tensor({0.5f, 2.0f});
+  const auto expect = [&](const at::Tensor& got,
+                          const std::vector<std::array<float, 3>>& half,
+                          const std::vector<std::array<float, 3>>& twice) {
+    const at::Tensor want = at::cat({image_of(half), image_of(twice)});
+    EXPECT_TRUE(at::allclose(got, want, 0, 1e-6)) << got << "\nwant\n" << want;
+  };
   EXPECT_TRUE(at::allclose(
-      adjust_saturation(x, f), (fv * x + (1 - fv) * gray.unsqueeze(1)).clamp(0, 1), 1e-5, 1e-6));
+      to_grayscale(one).flatten(), at::tensor({0.299f, 0.587f, 0.114f, 0.443f}), 0, 1e-6));
+  expect(
+      adjust_brightness(x, f),
+      {{0.5, 0, 0}, {0, 0.5, 0}, {0, 0, 0.5}, {0.25, 0.25, 0}},
+      {{1, 0, 0}, {0, 1, 0}, {0, 0, 1}, {1, 1, 0}});
+  // 0.5 x + 0.5 * 0.36075 and 2 x - 0.36075.
+  expect(
+      adjust_contrast(x, f),
+      {{0.680375, 0.180375, 0.180375},
+       {0.180375, 0.680375, 0.180375},
+       {0.180375, 0.180375, 0.680375},
+       {0.430375, 0.430375, 0.180375}},
+      {{1, 0, 0}, {0, 1, 0}, {0, 0, 1}, {0.63925, 0.63925, 0}});
+  // 0.5 x + 0.5 gray and 2 x - gray.
+  expect(
+      adjust_saturation(x, f),
+      {{0.6495, 0.1495, 0.1495},
+       {0.2935, 0.7935, 0.2935},
+       {0.057, 0.057, 0.557},
+       {0.4715, 0.4715, 0.2215}},
+      {{1, 0, 0}, {0, 1, 0}, {0, 0, 1}, {0.557, 0.557, 0}});
   // Hue: a zero shift is the identity; a third of a turn maps red to green and green to blue.
   EXPECT_TRUE(at::allclose(adjust_hue(x, at::zeros({2})), x, 1e-5, 1e-5));
   at::Tensor red = at::zeros({1, 3, 1, 2});

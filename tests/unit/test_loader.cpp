@@ -91,11 +91,11 @@ TEST(Loader, ValidationSplitIsDisjointFixedAndComplete) {
   std::set<int64_t> all(a.positions.begin(), a.positions.end());
   all.insert(a.validation.begin(), a.validation.end());
   EXPECT_EQ(all.size(), 37u);
-  config.val_fraction = 1.0;
+  config.val_fraction = 0.99;  // round(0.99 * 37) = 37 held out
   EXPECT_THROW_WITH(
       open_train_data(config, aug, 4, 1, 0, 1, c10::kCPU),
       ConfigError,
-      "--data.val_fraction must be in [0, 1)");
+      "--data.val_fraction 0.99 holds out all 37 training images");
 }
 
 TEST(Loader, RanksSplitTheSameViewsAsOneRank) {

@@ -95,6 +95,13 @@ TEST(Options, BadValuesNameTheKeyAndTheExpectation) {
       ConfigError,
       "--aug.grayscale_p and --aug.flip_p are probabilities");
   EXPECT_THROW_WITH(parse({"--aug.rotation=maybe"}), ConfigError, "aug.rotation");
+  EXPECT_THROW_WITH(
+      parse({"--data.val_fraction=1"}),
+      ConfigError,
+      "--data.val_fraction must be in [0, 1), got 1");
+  EXPECT_THROW_WITH(
+      parse({"--isif.temperature=0"}), ConfigError, "--isif.temperature must be positive");
+  EXPECT_THROW_WITH(parse({"--eval.knn_tau=-1"}), ConfigError, "--eval.knn_tau must be positive");
 }
 
 TEST(Options, PositionalsAreRequired) {

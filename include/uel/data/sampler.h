@@ -15,6 +15,9 @@ class Sampler {
  public:
   Sampler(int64_t global_batch, int rank, int world);
   virtual ~Sampler() = default;
+  // ConfigError unless the global batch splits evenly over `world` ranks; the constructor checks
+  // it too, callers check it early (before reading data).
+  static void check_batch(int64_t global_batch, int world);
 
   virtual int64_t steps_per_epoch() const = 0;
   // The epoch's global batches back to back: steps_per_epoch() x global_batch() positions,

@@ -19,7 +19,7 @@
 namespace uel::losses {
 
 struct IsifConfig {
-  double temperature = 0.1;
+  double temperature = 0.1;  // > 0: checked once, where --isif.temperature is parsed
   bool key_grad = false;
 };
 

@@ -10,6 +10,7 @@
 #include <torch/nn/module.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
+#include <torch/serialize/output-archive.h>
 
 #include "uel/comm/communicator.h"
 
@@ -64,6 +65,9 @@ std::shared_ptr<BackboneImpl> make_backbone(
 // its dotted name (e.g. "backbone.layer1.0.conv1.weight"). load_weights checks names and shapes;
 // strict=false skips entries the archive lacks (e.g. a new head) and reports them.
 void save_weights(torch::nn::Module& module, const std::string& path);
+// Writes `archive` whole through an AtomicFile (DataError on a full disk): LibTorch's own file
+// writer ends the process (std::terminate) when a write fails.
+void save_archive(torch::serialize::OutputArchive& archive, const std::string& path);
 std::vector<std::string> load_weights(
     torch::nn::Module& module, const std::string& path, bool strict);
 

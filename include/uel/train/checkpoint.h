@@ -6,6 +6,7 @@
 // barrier: a folder without DONE is incomplete and ignored.
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -30,6 +31,10 @@ std::optional<std::string> latest_checkpoint(const std::string& run_dir);
 // Removes all but the newest `keep` complete checkpoints (and incomplete ones older than them).
 void prune_checkpoints(const std::string& run_dir, int64_t keep);
 
+// Runs `write`, which writes files of checkpoint `dir`; a failed write (DataError) becomes one
+// that names the folder and says the newest complete checkpoint stays (the folder has no DONE).
+void write_checkpoint_files(const std::string& dir, const std::function<void()>& write);
+
 void write_state(const std::string& dir, const CheckpointState& state);
 CheckpointState read_state(const std::string& dir);
 void mark_done(const std::string& dir);
@@ -46,5 +51,12 @@ const std::set<std::string>& run_control_options();
 // The options that differ between two resolved configurations (`[section]` / `key = value` text)
 // as "section.key saved -> now", in order, leaving out run_control_options().
 std::vector<std::string> changed_options(const std::string& saved_ini, const std::string& ini);
+
+// ConfigError when `ini` (a run's resolved options) differs from checkpoint `dir`'s saved
+// config.ini in an option that shapes what the checkpoint holds: model.arch, model.stem,
+// model.width, model.low_dim, train.method. `hint` says what to do instead. A checkpoint without
+// config.ini passes (the weights' names and shapes are checked when they load).
+void check_checkpoint_options(
+    const std::string& dir, const std::string& ini, const std::string& hint);
 
 }  // namespace uel::train
