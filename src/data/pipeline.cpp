@@ -34,7 +34,7 @@ TrainData open_train_data(
     shuffle(shuffled, rng);
     const auto held =
         static_cast<size_t>(std::max<double>(1, std::round(config.val_fraction * shuffled.size())));
-    // The first moment the split sizes are known: before statistics, model or communicators.
+    // The first moment the split sizes are known: before statistics, the model or any step.
     UEL_CHECK_CONFIG(
         held < shuffled.size(),
         "--data.val_fraction {} holds out all {} training images of '{}' and leaves nothing to "
