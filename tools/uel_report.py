@@ -84,7 +84,7 @@ def differing(runs):
 def label(run, keys):
     # A sweep of one or two options names them; longer differences stay in the table.
     parts = [f"{k.removeprefix('train.')}={run.options.get(k, '-')}" for k in keys]
-    parts = parts if len(parts) <= 3 else []
+    parts = parts if len(parts) <= 3 else [p for p in parts if p.startswith("batch_size=")]
     if run.ranks is not None:
         parts.append(f"{run.ranks} ranks")
     return f"{run.name} ({', '.join(parts)})" if parts else run.name
