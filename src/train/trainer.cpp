@@ -173,8 +173,9 @@ Trainer::Trainer(RunConfig config, std::string run_dir)
 
   // The loader serves micro-batches; an optimizer step takes train.accumulate of them.
   const int64_t micro_batch = config_.train.batch_size / config_.train.accumulate;
+  // (Without accumulation the sampler's own check names the batch and the world size.)
   UEL_CHECK_CONFIG(
-      micro_batch % comm_->size() == 0,
+      config_.train.accumulate == 1 || micro_batch % comm_->size() == 0,
       "--train.batch_size {} over --train.accumulate {} leaves micro-batches of {}, not divisible "
       "by the world size {}; use a batch size that is a multiple of {}",
       config_.train.batch_size,

@@ -43,6 +43,11 @@ out=$("$uel" train "${base[@]}" --eval.every=0 --train.accumulate=2 --train.max_
 rc=$?
 [[ $rc == 2 ]] && grep -qF -- "--train.accumulate=2 needs a loss that is a mean over samples (nce); the loss of --train.method=isif spans the batch it sees" <<<"$out" &&
   pass || fail "accumulation with isif: exit $rc, $out"
+out=$("$mpiexec" -np 2 "$uel" train "${acc[@]/--train.batch_size=64/--train.batch_size=12}" --train.accumulate=4 \
+  --out "$tmp/bad" 2>&1)
+rc=$?
+[[ $rc == 2 ]] && grep -qF -- "--train.batch_size 12 over --train.accumulate 4 leaves micro-batches of 3, not divisible by the world size 2; use a batch size that is a multiple of 8" <<<"$out" &&
+  pass || fail "micro-batches 2 ranks cannot split: exit $rc, $out"
 out=$("$uel" train "${acc[@]}" --train.accumulate=3 --out "$tmp/bad" 2>&1)
 rc=$?
 [[ $rc == 2 ]] && grep -qF "is not divisible by --train.accumulate 3" <<<"$out" && pass ||
