@@ -15,7 +15,6 @@ Exit status: 0 done, 2 bad arguments, 3 a run's files are missing or malformed (
 import argparse
 import configparser
 import json
-import math
 import os
 import statistics
 import sys

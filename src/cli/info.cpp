@@ -4,8 +4,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -21,19 +19,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
 // The method of a checkpoint: its own config.ini, else its run's.
 std::string method_of(const fs::path& checkpoint) {
-  for (const fs::path& ini :
-       {checkpoint / "config.ini", checkpoint.parent_path().parent_path() / "config.ini"}) {
-    if (fs::is_regular_file(ini)) {
-      const auto values = train::ini_values(read_text(ini));
+  for (const fs::path& dir : {checkpoint, checkpoint.parent_path().parent_path()}) {
+    if (const std::optional<std::string> ini = train::saved_config(dir.string())) {
+      const auto values = train::ini_values(*ini);
       const auto it = values.find("train.method");
       if (it != values.end())
         return it->second;
@@ -67,7 +57,8 @@ std::string describe_checkpoint(const fs::path& dir) {
 }
 
 std::string describe_run(const fs::path& dir) {
-  const auto values = train::ini_values(read_text(dir / "config.ini"));
+  // run_info checked that the run has a config.ini.
+  const auto values = train::ini_values(train::saved_config(dir.string()).value_or(""));
   const auto value = [&](const std::string& key) {
     const auto it = values.find(key);
     return it == values.end() ? std::string("?") : it->second;

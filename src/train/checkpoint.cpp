@@ -150,14 +150,20 @@ std::map<std::string, std::string> ini_values(const std::string& ini) {
   return out;
 }
 
+std::optional<std::string> saved_config(const std::string& dir) {
+  const fs::path path = fs::path(dir) / "config.ini";
+  if (!fs::is_regular_file(path))
+    return std::nullopt;
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
 void check_checkpoint_options(
     const std::string& dir, const std::string& ini, const std::string& hint) {
-  const fs::path saved_path = fs::path(dir) / "config.ini";
-  if (!fs::exists(saved_path))
+  const std::optional<std::string> saved_ini = saved_config(dir);
+  if (!saved_ini)
     return;
-  std::ifstream in(saved_path);
-  const auto saved = ini_values(
-      std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()));
+  const auto saved = ini_values(*saved_ini);
   const auto now = ini_values(ini);
   std::vector<std::string> changed;
   for (const char* key :

@@ -457,11 +457,8 @@ void Trainer::load_checkpoint(const std::string& dir, bool with_state) {
   epoch_ = state.epoch;
   step_in_epoch_ = state.step_in_epoch;
   global_step_ = state.global_step;
-  const fs::path saved_config = fs::path(dir) / "config.ini";
-  if (fs::exists(saved_config)) {
-    std::ifstream in(saved_config);
-    const std::string saved((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    const std::vector<std::string> changed = changed_options(saved, config_.resolved_ini);
+  if (const std::optional<std::string> saved = saved_config(dir)) {
+    const std::vector<std::string> changed = changed_options(*saved, config_.resolved_ini);
     if (!changed.empty())
       log_warn(
           "resuming {} with options changed since it was saved: {}", dir, fmt::join(changed, ", "));

@@ -123,18 +123,22 @@ std::pair<double, double> knn_brute_force(
   return {100.0 * top1 / n, 100.0 * top5 / n};
 }
 
-TEST(WeightedKnn, MatchesBruteForce) {
+// weighted_knn over every split of the gallery equals the brute force, for each k.
+void expect_knn_matches_brute_force(
+    const at::Tensor& train,
+    const at::Tensor& train_labels,
+    const at::Tensor& queries,
+    const at::Tensor& query_labels,
+    int64_t classes,
+    const std::vector<int64_t>& ks,
+    double tau) {
   auto comm = cpu_comm();
-  const int64_t classes = 8;
-  const at::Tensor train = unit_features(90, 6, 4);
-  const at::Tensor train_labels = random_labels(90, classes, 5);
-  const at::Tensor queries = unit_features(25, 6, 6);
-  const at::Tensor query_labels = random_labels(25, classes, 7);
   for (const auto& [name, split] : splits()) {
-    for (const int64_t k : {1, 7, 30, 200}) {  // 200 > 90 rows
+    for (const int64_t k : ks) {
       SCOPED_TRACE(std::string(name) + " k=" + std::to_string(k));
       KnnConfig config;
       config.k = k;
+      config.tau = tau;
       const KnnResult r = weighted_knn(
           split(train, *comm),
           split(train_labels, *comm),
@@ -144,43 +148,40 @@ TEST(WeightedKnn, MatchesBruteForce) {
           config,
           *comm);
       const auto [top1, top5] =
-          knn_brute_force(train, train_labels, queries, query_labels, classes, k, config.tau);
+          knn_brute_force(train, train_labels, queries, query_labels, classes, k, tau);
       EXPECT_DOUBLE_EQ(r.top1, top1);
       EXPECT_DOUBLE_EQ(r.top5, top5);
-      EXPECT_EQ(r.queries, 25);
+      EXPECT_EQ(r.queries, queries.size(0));
     }
   }
 }
 
+TEST(WeightedKnn, MatchesBruteForce) {
+  const int64_t classes = 8;
+  const at::Tensor train = unit_features(90, 6, 4);
+  const at::Tensor queries = unit_features(25, 6, 6);
+  expect_knn_matches_brute_force(
+      train,
+      random_labels(90, classes, 5),
+      queries,
+      random_labels(25, classes, 7),
+      classes,
+      {1, 7, 30, 200},  // 200 > 90 rows
+      KnnConfig().tau);
+}
+
 TEST(WeightedKnn, MatchesBruteForceWithTiedSimilarities) {
-  auto comm = cpu_comm();
   const int64_t classes = 4;
   // Integer features: similarities tie at the K boundary and classes tie in votes. tau = 4 keeps
   // exp(s / tau) of |s| <= 12 well inside float32.
-  const at::Tensor train = tied_features(45, 10);
-  const at::Tensor train_labels = random_labels(45, classes, 11);
-  const at::Tensor queries = tied_features(20, 12);
-  const at::Tensor query_labels = random_labels(20, classes, 13);
-  for (const auto& [name, split] : splits()) {
-    for (const int64_t k : {1, 5, 16, 60}) {  // 60 > 45 rows: padding, N < K
-      SCOPED_TRACE(std::string(name) + " k=" + std::to_string(k));
-      KnnConfig config;
-      config.k = k;
-      config.tau = 4;
-      const KnnResult r = weighted_knn(
-          split(train, *comm),
-          split(train_labels, *comm),
-          queries,
-          query_labels,
-          classes,
-          config,
-          *comm);
-      const auto [top1, top5] =
-          knn_brute_force(train, train_labels, queries, query_labels, classes, k, config.tau);
-      EXPECT_DOUBLE_EQ(r.top1, top1);
-      EXPECT_DOUBLE_EQ(r.top5, top5);
-    }
-  }
+  expect_knn_matches_brute_force(
+      tied_features(45, 10),
+      random_labels(45, classes, 11),
+      tied_features(20, 12),
+      random_labels(20, classes, 13),
+      classes,
+      {1, 5, 16, 60},  // 60 > 45 rows: padding, N < K
+      4);
 }
 
 TEST(WeightedKnn, ClassesTiedInVotesAllCountAsTopOne) {

@@ -42,6 +42,10 @@ void mark_done(const std::string& dir);
 // `section.key` -> value of a resolved configuration (`[section]` / `key = value` text).
 std::map<std::string, std::string> ini_values(const std::string& ini);
 
+// The resolved configuration saved in `dir` (a run folder or a checkpoint): its config.ini, or
+// nullopt when it has none (checkpoints written before they carried one).
+std::optional<std::string> saved_config(const std::string& dir);
+
 // Options that steer how a run executes rather than what it computes (train.max_steps,
 // train.resume, train.threads, train.log_every, train.checkpoint_every, train.keep, data.workers,
 // data.prefetch, eval.every, comm.timeout_s, train.trace): changing them is how a run is split,
