@@ -7,6 +7,7 @@ writes to DIR:
   loss.png, lr.png        per global step, every run on one axis
   eval.png                kNN top-1 / Recall@1 / NMI per epoch
   throughput.png          img/s per step
+  noise_scale.png         gradient noise scale per logging interval (runs with train.noise_scale)
   report.md               final and best figures, wall time, img/s, ranks, global batch; a
                           scaling table for runs that differ only in ranks, and kNN at equal
                           epochs for runs that differ in batch size
@@ -89,6 +90,10 @@ def label(run, keys):
     return f"{run.name} ({', '.join(parts)})" if parts else run.name
 
 
+def has_noise_scale(run):
+    return any("noise_scale" in row for row in run.train)
+
+
 def plot(runs, labels, out):
     import matplotlib
 
@@ -117,6 +122,12 @@ def plot(runs, labels, out):
     figure("loss.png", "loss", per_step("loss"))
     figure("lr.png", "learning rate", per_step("lr"), logy=True)
     figure("throughput.png", "img/s", per_step("img_per_s"))
+    if any(has_noise_scale(r) for r in runs):
+        def noise(r):  # rows where the |G|^2 estimate was positive (null otherwise)
+            rows = [row for row in r.train if row.get("noise_scale") is not None]
+            return [row["step"] for row in rows], [row["noise_scale"] for row in rows]
+
+        figure("noise_scale.png", "gradient noise scale B_simple (instances)", noise, logy=True)
     metric = next((r.metric() for r in runs if r.metric()), None)
     if metric:
         def per_epoch(r):
@@ -215,7 +226,8 @@ def main():
     plot(runs, labels, args.out)
     text = ["# uel report", "", *table(runs, labels), *scaling(runs), *equal_epochs(runs), "",
             "Plots: loss.png, lr.png, throughput.png" +
-            (", eval.png" if any(r.metric() for r in runs) else "") + "."]
+            (", eval.png" if any(r.metric() for r in runs) else "") +
+            (", noise_scale.png" if any(has_noise_scale(r) for r in runs) else "") + "."]
     with open(os.path.join(args.out, "report.md"), "w") as f:
         f.write("\n".join(text) + "\n")
     print("\n".join(text))

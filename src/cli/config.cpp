@@ -176,6 +176,11 @@ void Config::declare_train(OptionSet& o) {
       "events kept per rank for train.trace (later ones are dropped)",
       OptionSet::positive<int64_t>());
   o.add(
+      "train.noise_scale",
+      &train.noise_scale,
+      "log the gradient noise scale B_simple (McCandlish et al. 2018; 2+ ranks): the batch size "
+      "beyond which larger batches save few steps");
+  o.add(
       "train.threads",
       &train.threads,
       "LibTorch threads per rank (0 = cores / local ranks)",

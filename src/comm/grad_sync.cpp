@@ -162,6 +162,7 @@ void GradSync::mark_arrived(size_t index) {
 void GradSync::launch_ready() {
   while (next_launch_ < buckets_.size() && buckets_[next_launch_].ready) {
     Bucket& b = buckets_[next_launch_++];
+    measure_local_norm(b);
     const auto start = Clock::now();
     launched_.push_back(model_comm_.all_reduce_async(b.flat, ReduceOp::kAvg));
     trace_all_reduce(next_launch_ - 1, start);
@@ -172,6 +173,11 @@ void GradSync::launch_ready() {
       timing_.exposed_seconds += seconds;
     }
   }
+}
+
+void GradSync::measure_local_norm(Bucket& bucket) const {
+  if (options_.measure_norms)
+    bucket.local_squared_norm = bucket.flat.square().sum(at::kDouble);
 }
 
 void GradSync::trace_all_reduce(size_t bucket, Clock::time_point start) const {
@@ -205,6 +211,7 @@ void GradSync::worker_loop() {
     }
     const auto start = Clock::now();
     try {
+      measure_local_norm(*bucket);
       comm_->all_reduce(bucket->flat, ReduceOp::kAvg);
     } catch (...) {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -284,6 +291,15 @@ void GradSync::finish() {
   if (options_.broadcast_buffers) {
     broadcast_buffers();
   }
+  if (options_.measure_norms) {
+    at::NoGradGuard no_grad;
+    std::vector<at::Tensor> local, averaged;
+    for (const auto& b : buckets_) {
+      local.push_back(b.local_squared_norm);
+      averaged.push_back(b.flat.square().sum(at::kDouble));
+    }
+    squared_norms_ = {at::stack(local).sum(), at::stack(averaged).sum()};
+  }
   {
     std::lock_guard<std::mutex> lock(mutex_);
     reset_step();
@@ -328,6 +344,13 @@ void GradSync::broadcast_buffers() {
 GradSync::Timing GradSync::timing() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return timing_;
+}
+
+const GradSync::SquaredNorms& GradSync::squared_norms() const {
+  UEL_CHECK(
+      squared_norms_.local.defined(),
+      "GradSync::squared_norms() needs measure_norms and a finished step");
+  return squared_norms_;
 }
 
 int64_t GradSync::gradient_bytes() const {

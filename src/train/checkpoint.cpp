@@ -194,7 +194,8 @@ const std::set<std::string>& run_control_options() {
       "eval.every",
       "comm.timeout_s",
       "train.trace",
-      "train.trace_events"};
+      "train.trace_events",
+      "train.noise_scale"};
   return run_control;
 }
 

@@ -21,6 +21,7 @@
 #include "uel/core/version.h"
 #include "uel/eval/cluster_metrics.h"
 #include "uel/train/checkpoint.h"
+#include "uel/train/noise_scale.h"
 
 namespace uel::train {
 
@@ -183,6 +184,10 @@ Trainer::Trainer(RunConfig config, std::string run_dir)
       micro_batch,
       comm_->size(),
       config_.train.accumulate * comm_->size());
+  UEL_CHECK_CONFIG(
+      !config_.train.noise_scale || comm_->size() > 1,
+      "--train.noise_scale compares each rank's gradient with the ranks' average and needs 2 or "
+      "more ranks; run it under mpirun -np 2 (or more)");
   input_ = data::open_train_data(
       config_.data,
       config_.aug,
@@ -274,6 +279,7 @@ Trainer::Trainer(RunConfig config, std::string run_dir)
   sync_options.first_bucket_mb = config_.comm.first_bucket_mb;
   // Each rank normalises with its own batch: keep rank 0's running statistics everywhere.
   sync_options.broadcast_buffers = !config_.model.sync_bn;
+  sync_options.measure_norms = config_.train.noise_scale;
   if (!config_.train.trace.empty()) {
     tracer_ = std::make_unique<Tracer>(config_.train.trace_events);
     sync_options.tracer = tracer_.get();
@@ -326,13 +332,24 @@ Trainer::StepEnd Trainer::train_step(
     optimizer_->step();
     method_->after_step();
   }
-  // One all-reduce of two doubles per step (the same collective on every rank): the loss summed
-  // and divided as kAvg does, and how many ranks were asked to stop.
+  // One all-reduce of a few doubles per step (the same collective on every rank): the loss
+  // summed and divided as kAvg does, how many ranks were asked to stop, and with
+  // train.noise_scale the gradients' squared norms (the average's is the same on every rank).
   at::Tensor shared =
       at::tensor({loss_sum / micro_batches, stop_requested ? 1.0 : 0.0}, at::kDouble).to(device_);
+  if (config_.train.noise_scale) {
+    const comm::GradSync::SquaredNorms& norms = grad_sync_->squared_norms();
+    shared = at::cat({shared, norms.local.view({1}), norms.averaged.view({1})});
+  }
   comm_->all_reduce(shared, comm::ReduceOp::kSum);
-  shared = shared.cpu();
-  return {shared[0].item<double>() / comm_->size(), shared[1].item<double>() > 0};
+  shared = (shared.cpu() / comm_->size()).contiguous();
+  const double* values = shared.data_ptr<double>();
+  StepEnd end{values[0], values[1] > 0};
+  if (config_.train.noise_scale) {
+    end.rank_grad_sq = values[2];
+    end.mean_grad_sq = values[3];
+  }
+  return end;
 }
 
 int64_t Trainer::steps_per_epoch() const {
@@ -593,6 +610,7 @@ RunEnd Trainer::run(const std::function<bool()>& stop_requested) {
   };
   double loss_sum = 0;
   int64_t interval_steps = 0;
+  double rank_grad_sq_sum = 0, mean_grad_sq_sum = 0;  // train.noise_scale, this interval
   comm::CommStats comm_before = comm_->stats();
   comm::CommStats sync_before = grad_sync_->comm_stats();
   bool stopped = false;
@@ -621,6 +639,8 @@ RunEnd Trainer::run(const std::function<bool()>& stop_requested) {
           method_->divergence_hint());
       loss_sum += loss;
       ++interval_steps;
+      rank_grad_sq_sum += step.rank_grad_sq;
+      mean_grad_sq_sum += step.mean_grad_sq;
       if (progress_line_enabled() && seconds_since(progress_shown) >= 0.25) {
         show_progress(fmt::format(
             "epoch {} step {}/{} loss {:.4f} {:.0f} img/s ETA {}",
@@ -645,6 +665,23 @@ RunEnd Trainer::run(const std::function<bool()>& stop_requested) {
         for (const auto& [name, value] : method_->step_metrics()) {
           method_text += fmt::format(" {} {:.4f}", name, value);
           method_json += fmt::format(R"(, "{}": {:.9g})", name, value);
+        }
+        if (config_.train.noise_scale) {
+          const auto batch = static_cast<double>(config_.train.batch_size);
+          const NoiseScale noise = gradient_noise_scale(
+              rank_grad_sq_sum / interval_steps,
+              mean_grad_sq_sum / interval_steps,
+              batch / comm_->size(),
+              batch);
+          const std::string b_simple =
+              noise.b_simple ? fmt::format("{:.1f}", *noise.b_simple) : std::string("null");
+          method_text += fmt::format(" noise scale {}", b_simple);
+          method_json += fmt::format(
+              R"(, "noise_scale": {}, "grad_sq": {:.9g}, "grad_trace": {:.9g})",
+              b_simple,
+              noise.gradient_sq,
+              noise.trace);
+          rank_grad_sq_sum = mean_grad_sq_sum = 0;
         }
         log_info(
             "epoch {} step {}/{} loss {:.4f}{} lr {:.5f} {:.0f} img/s ETA {}",

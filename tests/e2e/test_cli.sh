@@ -193,6 +193,10 @@ expect_exit "resume: another method" 2 "(saved -> asked: train.method isif -> nc
 expect_exit "nccl on the CPU" 2 \
   "--comm.backend=nccl runs on GPUs but --train.device=cpu; use --comm.backend=mpi (or auto)" \
   "$uel" train "${tiny[@]}" --comm.backend=nccl --train.device=cpu
+if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
+  expect_exit "nccl without a GPU" 2 "--comm.backend=nccl needs a CUDA device; use mpi for CPU training" \
+    "$uel" train "${tiny[@]}" --comm.backend=nccl
+fi
 expect_exit "a validation split that leaves no training images" 2 \
   "--data.val_fraction 0.9999 holds out all 1000 training images of '$tmp/fm/test.h5' and leaves nothing to train on" \
   "$uel" train "${tiny[@]}" --data.classes=0 --data.val_fraction=0.9999

@@ -23,9 +23,7 @@ done
 export UEL_HOSTS=uel-t$$-  # hosts uel-t<pid>-1 and -2: tests running side by side do not meet
 tmp=$(mktemp -d)
 trap 'bash "$hosts" down; rm -rf "$tmp"' EXIT
-failures=0 passed=0
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-pass() { passed=$((passed + 1)); }
+source "$(dirname "$0")/../support/tally.sh"
 
 bash "$hosts" up || { echo "FAIL: could not make the hosts"; exit 1; }
 placed=$(bash "$hosts" mpirun -np 4 hostname 2>&1 | sort | uniq -c | awk '{print $1 "x" $2}' | xargs)
@@ -86,5 +84,4 @@ if sys.argv[2] != "none":
 PY
 done
 
-echo "hosts: $passed passed, $failures failed"
-((failures == 0))
+finish hosts

@@ -8,6 +8,8 @@
 #  - train.trace: valid JSON, every rank's phases nested inside its steps, one all-reduce event
 #    per bucket and step,
 #  - the progress line: one updating line on a terminal, none in a log file,
+#  - train.noise_scale: the gradient noise scale in every logged row, the losses unchanged, one
+#    rank refused,
 #  - uel report: PNG plots, the table's figures equal to metrics.jsonl's, a scaling table for runs
 #    that differ only in ranks, kNN at equal epochs for runs of different batches, bad arguments.
 # usage: test_large_batch.sh UEL MPIEXEC
@@ -15,9 +17,7 @@ set -uo pipefail
 uel=$1 mpiexec=$2 here=$(dirname "$0")
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-failures=0 passed=0
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-pass() { passed=$((passed + 1)); }
+source "$(dirname "$0")/../support/tally.sh"
 
 "$uel" prepare fashion-mnist --src /usr/share/datasets/fashion-mnist --out "$tmp/fm" >/dev/null || exit 1
 base=(--data.train="$tmp/fm/test.h5" --aug.mean=0.286 --aug.std=0.353 --model.width=8
@@ -99,6 +99,29 @@ for pid in (0, 1):
 PY
 grep -q "trace of 2 rank(s) written to $tmp/trace.json" "$tmp/lars.log" && pass || fail "trace log line"
 
+# --- gradient noise scale: logged in every row, the training unchanged, 1 rank refused ---------
+noise=("${base[@]}" --train.log_every=2 --train.batch_size=64 --eval.every=0 --train.max_steps=6
+  --train.precision=float64)
+"$mpiexec" -np 2 "$uel" train "${noise[@]}" --out "$tmp/quiet" >/dev/null 2>&1 || fail "run without noise scale"
+"$mpiexec" -np 2 "$uel" train "${noise[@]}" --train.noise_scale=true --out "$tmp/noise" >"$tmp/noise.log" 2>&1 ||
+  fail "run with noise scale"
+/usr/bin/python3 "$here/compare_losses.py" "$tmp/quiet/metrics.jsonl" "$tmp/noise/metrics.jsonl" 3 0 &&
+  pass || fail "measuring the noise scale changed the losses"
+/usr/bin/python3 - "$tmp/noise/metrics.jsonl" <<'PY' && pass || fail "noise scale rows"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert len(rows) == 3, rows
+for r in rows:
+    assert r["grad_trace"] > 0 and (r["noise_scale"] is None or r["noise_scale"] > 0), r
+    if r["noise_scale"] is not None:
+        assert abs(r["noise_scale"] - r["grad_trace"] / r["grad_sq"]) <= 1e-6 * r["noise_scale"] + 0.05, r
+PY
+grep -qE "step 6/6 loss [0-9.]+ noise scale ([0-9.]+|null) lr" "$tmp/noise.log" && pass || fail "noise scale in the log line"
+out=$("$uel" train "${noise[@]}" --train.noise_scale=true --out "$tmp/bad" 2>&1)
+rc=$?
+[[ $rc == 2 ]] && grep -qF -- "--train.noise_scale compares each rank's gradient with the ranks' average and needs 2 or more ranks" <<<"$out" &&
+  pass || fail "noise scale on 1 rank: exit $rc, $out"
+
 # --- progress line ----------------------------------------------------------------------------
 short=("${base[@]}" --train.batch_size=64 --eval.every=0 --train.max_steps=12 --train.log_every=100)
 UEL_PROGRESS='' script -qec "'$uel' train ${short[*]} --out '$tmp/tty'" /dev/null >"$tmp/tty.out" 2>&1 ||
@@ -115,13 +138,14 @@ UEL_PROGRESS=line "$mpiexec" -x UEL_PROGRESS -np 2 "$uel" train "${short[@]}" --
 # --- uel report ---------------------------------------------------------------------------------
 rep=("${base[@]}" --train.log_every=1 --data.test="$tmp/fm/test.h5" --data.classes=0-3 --train.epochs=2 --eval.every=1)
 "$mpiexec" -np 1 "$uel" train "${rep[@]}" --train.batch_size=128 --out "$tmp/r1" >/dev/null 2>&1 || fail "report run 1"
-"$mpiexec" -np 2 "$uel" train "${rep[@]}" --train.batch_size=128 --out "$tmp/r2" >/dev/null 2>&1 || fail "report run 2"
+"$mpiexec" -np 2 "$uel" train "${rep[@]}" --train.batch_size=128 --train.noise_scale=true --out "$tmp/r2" >/dev/null 2>&1 ||
+  fail "report run 2"
 "$mpiexec" -np 2 "$uel" train "${rep[@]}" --train.batch_size=256 --out "$tmp/r3" >/dev/null 2>&1 || fail "report run 3"
 "$uel" report "$tmp/r1" "$tmp/r2" "$tmp/r3" --out "$tmp/report" >"$tmp/report.out" 2>&1 || fail "uel report: $(cat "$tmp/report.out")"
 /usr/bin/python3 - "$tmp" <<'PY' && pass || fail "report contents"
 import json, re, sys
 tmp = sys.argv[1]
-for name in ("loss", "lr", "eval", "throughput"):
+for name in ("loss", "lr", "eval", "throughput", "noise_scale"):
     with open(f"{tmp}/report/{name}.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
 md = open(f"{tmp}/report/report.md").read()
@@ -151,5 +175,4 @@ out=$("$uel" report "$tmp/cut" --out "$tmp/report2" 2>&1)
 rc=$?
 [[ $rc == 3 ]] && grep -qF "metrics.jsonl:1 is not a JSON line" <<<"$out" && pass || fail "report of a cut file: $rc $out"
 
-echo "$passed passed, $failures failed"
-[[ $failures == 0 ]]
+finish e2e_large_batch

@@ -25,9 +25,7 @@ set -uo pipefail
 uel=$1 mpiexec=$2 here=$(dirname "$0")
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-failures=0 passed=0
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-pass() { passed=$((passed + 1)); }
+source "$(dirname "$0")/../support/tally.sh"
 
 "$uel" prepare fashion-mnist --src /usr/share/datasets/fashion-mnist --out "$tmp/fm" >/dev/null || exit 1
 # Options may be given once: `base` leaves the batch size and evaluation to each run.
@@ -355,5 +353,4 @@ rc=$?
 [[ $rc != 0 ]] && grep -qE "the loss is -?nan at step 5" <<<"$out" && pass || { fail "non-finite loss: exit $rc"; echo "$out" | tail -3; }
 [[ -f $tmp/nan/checkpoints/step-0000004/DONE ]] && pass || fail "the last good checkpoint is gone"
 
-echo "e2e_train: $passed passed, $failures failed"
-((failures == 0))
+finish e2e_train

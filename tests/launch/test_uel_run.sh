@@ -10,9 +10,7 @@ run=$repo/launch/uel-run
 tmp=$(mktemp -d)
 chmod 755 "$tmp"
 trap 'rm -rf "$tmp"' EXIT
-failures=0 passed=0
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-pass() { passed=$((passed + 1)); }
+source "$(dirname "$0")/../support/tally.sh"
 mpirun=$(command -v mpirun)
 root_flag=''
 [[ $(id -u) == 0 ]] && root_flag=' --allow-run-as-root'
@@ -125,5 +123,4 @@ status=$?
 grep -q "resumed from" "$tmp/parts.log" && diff <(losses "$tmp/whole/metrics.jsonl") <(losses "$tmp/parts/metrics.jsonl") &&
   pass || fail "the stopped and resumed run differs from the uninterrupted one"
 
-echo "$passed passed, $failures failed"
-((failures == 0))
+finish launch_uel_run

@@ -4,7 +4,7 @@
 # usage: test_failures.sh PROBE MPIEXEC RANKS
 set -uo pipefail
 probe=$1 mpiexec=$2 ranks=$3
-failures=0 passed=0
+source "$(dirname "$0")/../support/tally.sh"
 for mode in throw kill stuck; do
   start=$(date +%s%N)
   out=$(timeout 60 "$mpiexec" -np "$ranks" "$probe" "$mode" 3 2>&1)
@@ -27,5 +27,4 @@ for mode in throw kill stuck; do
     echo "$out" | tail -15
   fi
 done
-echo "test_failures (np $ranks): $passed passed, $failures failed"
-((failures == 0))
+finish "test_failures (np $ranks)"

@@ -2,8 +2,10 @@
 // computation, and GradSync training that ends where one process with the global batch ends.
 
 #include <chrono>
+#include <cmath>
 #include <thread>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
 #include <gtest/gtest.h>
@@ -13,6 +15,7 @@
 #include "uel/comm/grad_sync.h"
 #include "uel/comm/world.h"
 #include "uel/core/error.h"
+#include "uel/train/noise_scale.h"
 
 namespace uel::comm {
 namespace {
@@ -295,6 +298,56 @@ TEST(GradSync, TimesAllReducesAndThePartBackwardDidNotHide) {
     } else {
       EXPECT_EQ(timing.exposed_seconds, timing.all_reduce_seconds);
     }
+  }
+}
+
+// Per-sample gradients x_i ~ N(mu, I) in D = 50 dimensions (the loss w . x_i, w in two
+// buckets), so the noise scale is tr(Sigma) / |G|^2 = D / |mu|^2 = 100 exactly. Every rank draws
+// the whole global batch of each step and takes its slice. Each step's squared norms are those
+// of the slices' means and the global mean; over 400 steps the estimator finds 100.
+TEST(GradSync, SquaredNormsGiveTheGradientNoiseScale) {
+  auto comm = make();
+  const int n = comm->size(), r = comm->rank();
+  const int64_t d = 50, global = 128, local = global / n;
+  const at::Tensor mu = at::full({d}, std::sqrt(0.5 / d), at::kDouble);  // |mu|^2 = 0.5
+  for (const BucketLaunch launch : {BucketLaunch::kThread, BucketLaunch::kInline}) {
+    SCOPED_TRACE(launch == BucketLaunch::kThread ? "worker thread" : "inline");
+    at::Tensor w1 = at::zeros({30}, at::kDouble).requires_grad_(true);
+    at::Tensor w2 = at::zeros({20}, at::kDouble).requires_grad_(true);
+    GradSyncOptions options;
+    options.launch = launch;
+    options.measure_norms = true;
+    options.first_bucket_mb = options.bucket_mb = 200.0 / (1 << 20);  // one bucket each
+    GradSync sync({{"w1", w1}, {"w2", w2}}, {}, *comm, options);
+    ASSERT_EQ(sync.bucket_layout().size(), 2u);
+    auto generator = at::make_generator<at::CPUGeneratorImpl>(7);
+    double rank_sq = 0, mean_sq = 0;
+    const int steps = 400;
+    for (int step = 0; step < steps; ++step) {
+      const at::Tensor x = at::randn({global, d}, generator, at::kDouble) + mu;
+      const at::Tensor mine = x.slice(0, r * local, (r + 1) * local);
+      w1.mutable_grad() = at::Tensor();
+      w2.mutable_grad() = at::Tensor();
+      (mine.narrow(1, 0, 30).matmul(w1) + mine.narrow(1, 30, 20).matmul(w2)).mean().backward();
+      sync.finish();
+      const GradSync::SquaredNorms& norms = sync.squared_norms();
+      const double want_local = mine.mean(0).square().sum().item<double>();
+      const double want_mean = x.mean(0).square().sum().item<double>();
+      ASSERT_NEAR(norms.local.item<double>(), want_local, 1e-12 * want_local);
+      ASSERT_NEAR(norms.averaged.item<double>(), want_mean, 1e-12 * want_mean);
+      rank_sq += want_local;
+      mean_sq += want_mean;
+    }
+    if (n == 1)
+      continue;  // one batch size: nothing to estimate from
+    at::Tensor sums = at::tensor({rank_sq / steps / n, mean_sq / steps}, at::kDouble);
+    comm->all_reduce(sums, ReduceOp::kSum);
+    const train::NoiseScale noise = train::gradient_noise_scale(
+        sums[0].item<double>(), sums[1].item<double>() / n, local, global);
+    ASSERT_TRUE(noise.b_simple.has_value());
+    EXPECT_NEAR(noise.gradient_sq, 0.5, 0.05);
+    EXPECT_NEAR(noise.trace, d, 0.1 * d);
+    EXPECT_NEAR(*noise.b_simple, 100, 15);
   }
 }
 

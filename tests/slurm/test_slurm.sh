@@ -19,9 +19,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/cluster.sh"
 tmp=$(mktemp -d)
 chmod 755 "$tmp"
-failures=0 passed=0
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-pass() { passed=$((passed + 1)); }
+source "$(dirname "$0")/../support/tally.sh"
 
 # Ranks a job left behind (none should be): uel processes training into this test's folder.
 our_ranks() {
@@ -232,5 +230,4 @@ kill)
   ;;
 esac
 
-echo "$passed passed, $failures failed"
-((failures == 0))
+finish slurm

@@ -8,6 +8,7 @@
 #include "test_util.h"
 #include "uel/core/error.h"
 #include "uel/train/checkpoint.h"
+#include "uel/train/noise_scale.h"
 #include "uel/train/optimizer.h"
 #include "uel/train/schedule.h"
 
@@ -15,6 +16,21 @@ namespace uel::train {
 namespace {
 
 namespace fs = std::filesystem;
+
+// E ||g_b||^2 = |G|^2 + tr(Sigma) / b with |G|^2 = 0.5, tr(Sigma) = 50: B_simple = 100.
+TEST(NoiseScale, RecoversBothTermsFromTwoBatchSizes) {
+  const auto sq = [](double b) { return 0.5 + 50 / b; };
+  for (const auto& [small, big] : {std::pair{64.0, 128.0}, {32.0, 128.0}, {1024.0, 4096.0}}) {
+    const NoiseScale noise = gradient_noise_scale(sq(small), sq(big), small, big);
+    EXPECT_NEAR(noise.gradient_sq, 0.5, 1e-12);
+    EXPECT_NEAR(noise.trace, 50, 1e-9);
+    ASSERT_TRUE(noise.b_simple.has_value());
+    EXPECT_NEAR(*noise.b_simple, 100, 1e-9);
+  }
+  // The larger batch's norm above what |G|^2 >= 0 allows: no estimate, not a negative one.
+  EXPECT_FALSE(gradient_noise_scale(1.0, 0.4, 64, 128).b_simple.has_value());
+  EXPECT_THROW(gradient_noise_scale(1.0, 0.9, 128, 128), Error);
+}
 
 TEST(Schedule, StepIsTheSeedsPostFixSchedule) {
   ScheduleConfig c;  // 0.03, milestones 120/160/200 -> 0.1/0.05/0.01

@@ -47,6 +47,9 @@ struct GradSyncOptions {
   // Each bucket's all-reduce (enqueue, where the backend is asynchronous) and finish()'s wait
   // become trace events when set (train.trace).
   Tracer* tracer = nullptr;
+  // Squared norms of this rank's gradient (before the average) and of the averaged one, for
+  // the gradient noise scale (train.noise_scale): one reduction per bucket, no collective.
+  bool measure_norms = false;
 };
 
 class GradSync {
@@ -106,6 +109,14 @@ class GradSync {
     double exposed_seconds = 0;
   };
   Timing timing() const;
+
+  // With measure_norms, after finish(): ||g_rank||^2 of this rank's gradient as it entered the
+  // all-reduce and ||mean_r g_r||^2 of the average, float64 scalars on the gradients' device.
+  struct SquaredNorms {
+    at::Tensor local;
+    at::Tensor averaged;
+  };
+  const SquaredNorms& squared_norms() const;
   bool measures_timing() const {
     return !launches_inline() || !model_comm_.asynchronous();
   }
@@ -118,8 +129,9 @@ class GradSync {
   struct Bucket {
     at::Tensor flat;
     std::vector<size_t> params;
-    int64_t pending = 0;  // gradients still to arrive this step
-    bool ready = false;   // all gradients in, may launch
+    int64_t pending = 0;            // gradients still to arrive this step
+    bool ready = false;             // all gradients in, may launch
+    at::Tensor local_squared_norm;  // measure_norms: of `flat` before its all-reduce
   };
   struct Slot {
     std::string name;
@@ -136,6 +148,7 @@ class GradSync {
   void launch_ready();
   void worker_loop();
   void trace_all_reduce(size_t bucket, Tracer::Clock::time_point start) const;
+  void measure_local_norm(Bucket& bucket) const;
   void reset_step();
   void broadcast_buffers();
 
@@ -147,6 +160,7 @@ class GradSync {
   std::vector<std::unique_ptr<Work>> launched_;  // kInline: this step's bucket all-reduces
   GradSyncOptions options_;
   bool no_sync_ = false;
+  SquaredNorms squared_norms_;
 
   mutable std::mutex mutex_;
   std::condition_variable changed_;

@@ -48,8 +48,8 @@ std::optional<std::string> saved_config(const std::string& dir);
 
 // Options that steer how a run executes rather than what it computes (train.max_steps,
 // train.resume, train.threads, train.log_every, train.checkpoint_every, train.keep, data.workers,
-// data.prefetch, eval.every, comm.timeout_s, train.trace): changing them is how a run is split,
-// moved or observed.
+// data.prefetch, eval.every, comm.timeout_s, train.trace, train.noise_scale): changing them is
+// how a run is split, moved or observed.
 const std::set<std::string>& run_control_options();
 
 // The options that differ between two resolved configurations (`[section]` / `key = value` text)

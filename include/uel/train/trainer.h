@@ -49,6 +49,9 @@ struct TrainConfig {
   // optimizer, evaluation, checkpoints), written by rank 0 when the run ends; "" = no trace.
   std::string trace;
   int64_t trace_events = 200000;  // per rank; later events are dropped (and counted)
+  // Log the gradient noise scale (train/noise_scale.h) every log_every steps, from each rank's
+  // gradient and the average: 2+ ranks, no extra collective.
+  bool noise_scale = false;
 };
 
 struct EvalConfig {
@@ -161,6 +164,9 @@ class Trainer {
   struct StepEnd {
     double loss = 0;
     bool stop = false;
+    // train.noise_scale: squared gradient norms, each rank's (mean over ranks) and the average's.
+    double rank_grad_sq = 0;
+    double mean_grad_sq = 0;
   };
   // Runs the method on train.accumulate batches from `next_batch`, then one optimizer step.
   StepEnd train_step(
