@@ -13,6 +13,7 @@ struct Entry {
   int views;
   bool keeps_train_features;
   bool sums_over_samples;
+  bool rank_gradients_independent;
 };
 
 // The one list of methods.
@@ -22,25 +23,29 @@ const Entry kMethods[] = {
      nullptr,
      /*views=*/2,
      /*keeps_train_features=*/false,
-     /*sums_over_samples=*/false},
+     /*sums_over_samples=*/false,
+     /*rank_gradients_independent=*/true},
     {"nce",
      make_nce,
      validate_nce,
      /*views=*/1,
      /*keeps_train_features=*/true,
-     /*sums_over_samples=*/true},
+     /*sums_over_samples=*/true,
+     /*rank_gradients_independent=*/true},
     {"udml",
      make_udml,
      validate_udml,
      /*views=*/1,
      /*keeps_train_features=*/false,
-     /*sums_over_samples=*/false},
+     /*sums_over_samples=*/false,
+     /*rank_gradients_independent=*/false},
     {"margin",
      make_margin,
      validate_margin,
      /*views=*/1,
      /*keeps_train_features=*/false,
-     /*sums_over_samples=*/false},
+     /*sums_over_samples=*/false,
+     /*rank_gradients_independent=*/false},
 };
 
 const Entry& find(const std::string& name) {
@@ -74,6 +79,12 @@ void validate(const MethodConfig& config) {
 
 int views(const MethodConfig& config) {
   return find(config.name).views;
+}
+
+bool rank_gradients_independent(const MethodConfig& config) {
+  // isif.key_grad differentiates through the all-gathered keys, into other ranks' samples.
+  return find(config.name).rank_gradients_independent &&
+         !(config.name == "isif" && config.isif.key_grad);
 }
 
 bool keeps_train_features(const MethodConfig& config) {

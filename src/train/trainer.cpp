@@ -122,6 +122,18 @@ void validate(const RunConfig& c) {
       "--eval.features=bank needs the memory bank of a method that keeps one; --train.method={} "
       "keeps none. Use recompute",
       c.method.name);
+  // The noise scale reads each rank's gradient as an independent draw at batch / ranks.
+  UEL_CHECK_CONFIG(
+      !c.train.noise_scale || !c.model.sync_bn,
+      "--train.noise_scale needs --model.sync_bn=false: SyncBatchNorm's shared batch statistics "
+      "carry every rank's samples into each rank's gradient (their sum cancels what the "
+      "normalisation removes), which biases the estimate down to negative |G|^2");
+  UEL_CHECK_CONFIG(
+      !c.train.noise_scale || methods::rank_gradients_independent(c.method),
+      "--train.noise_scale needs each rank's gradient to come from its own samples; the loss of "
+      "--train.method={}{} backpropagates into other ranks' samples. Measure it with isif or nce",
+      c.method.name,
+      c.method.name == "isif" ? " with --isif.key_grad=true" : "");
   UEL_CHECK_CONFIG(c.train.epochs > 0, "--train.epochs must be positive, got {}", c.train.epochs);
   UEL_CHECK_CONFIG(c.train.max_steps >= 0, "--train.max_steps must be >= 0");
   UEL_CHECK_CONFIG(c.train.log_every > 0, "--train.log_every must be positive");

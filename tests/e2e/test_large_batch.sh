@@ -8,8 +8,8 @@
 #  - train.trace: valid JSON, every rank's phases nested inside its steps, one all-reduce event
 #    per bucket and step,
 #  - the progress line: one updating line on a terminal, none in a log file,
-#  - train.noise_scale: the gradient noise scale in every logged row, the losses unchanged, one
-#    rank refused,
+#  - train.noise_scale: the gradient noise scale in every logged row, the losses unchanged; one
+#    rank, SyncBatchNorm and gradients into other ranks' samples refused,
 #  - uel report: PNG plots, the table's figures equal to metrics.jsonl's, a scaling table for runs
 #    that differ only in ranks, kNN at equal epochs for runs of different batches, bad arguments.
 # usage: test_large_batch.sh UEL MPIEXEC
@@ -121,6 +121,14 @@ out=$("$uel" train "${noise[@]}" --train.noise_scale=true --out "$tmp/bad" 2>&1)
 rc=$?
 [[ $rc == 2 ]] && grep -qF -- "--train.noise_scale compares each rank's gradient with the ranks' average and needs 2 or more ranks" <<<"$out" &&
   pass || fail "noise scale on 1 rank: exit $rc, $out"
+out=$("$uel" train "${noise[@]}" --train.noise_scale=true --model.sync_bn=true --out "$tmp/bad" 2>&1)
+rc=$?
+[[ $rc == 2 ]] && grep -qF -- "--train.noise_scale needs --model.sync_bn=false: SyncBatchNorm's shared batch statistics" <<<"$out" &&
+  pass || fail "noise scale with SyncBatchNorm: exit $rc, $out"
+out=$("$uel" train "${noise[@]}" --train.noise_scale=true --isif.key_grad=true --out "$tmp/bad" 2>&1)
+rc=$?
+[[ $rc == 2 ]] && grep -qF -- "the loss of --train.method=isif with --isif.key_grad=true backpropagates into other ranks' samples" <<<"$out" &&
+  pass || fail "noise scale with key gradients: exit $rc, $out"
 
 # --- progress line ----------------------------------------------------------------------------
 short=("${base[@]}" --train.batch_size=64 --eval.every=0 --train.max_steps=12 --train.log_every=100)

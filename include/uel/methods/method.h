@@ -165,6 +165,11 @@ bool keeps_train_features(const MethodConfig& config);
 // step (train.accumulate) give the large batch's gradient. Not so where the batch is the
 // method's universe: ISIF's softmax over the batch, the pair and margin losses' pairs.
 bool sums_over_samples(const MethodConfig& config);
+// Whether each rank's gradient is the mean of its own samples' gradients, the other ranks'
+// samples entering only as detached values (ISIF's keys, NCE's bank rows), so that the ranks'
+// gradients are independent draws at batch / ranks (train.noise_scale). Not so for the pair and
+// margin losses (pairs across ranks backpropagate into both) or with isif.key_grad.
+bool rank_gradients_independent(const MethodConfig& config);
 std::unique_ptr<Method> make_method(const MethodConfig& config, const MethodSetup& setup);
 
 }  // namespace uel::methods
