@@ -25,6 +25,6 @@ run b256 configs/fmnist-isif.ini
 run b1024 configs/fmnist-isif-lars.ini --train.batch_size=1024
 run b4096 configs/fmnist-isif-lars.ini --train.batch_size=4096
 # Momentum SGD without warm-up at 2 x batch 256's lr: the gradient noise scale of this training
-# is a few hundred (README), and above it the best lr barely grows with the batch.
+# is at most a few hundred (README), and above it the best lr barely grows with the batch.
 run b4096-sgd configs/fmnist-isif.ini --train.batch_size=4096 --train.lr=0.06
 "$uel" report "$out/b256" "$out/b1024" "$out/b4096" "$out/b4096-sgd" --out "$out/report"
