@@ -101,7 +101,7 @@ grep -q "trace of 2 rank(s) written to $tmp/trace.json" "$tmp/lars.log" && pass 
 
 # --- gradient noise scale: logged in every row, the training unchanged, 1 rank refused ---------
 noise=("${base[@]}" --train.log_every=2 --train.batch_size=64 --eval.every=0 --train.max_steps=6
-  --train.precision=float64)
+  --train.precision=float64 --comm.check_order=true)
 "$mpiexec" -np 2 "$uel" train "${noise[@]}" --out "$tmp/quiet" >/dev/null 2>&1 || fail "run without noise scale"
 "$mpiexec" -np 2 "$uel" train "${noise[@]}" --train.noise_scale=true --out "$tmp/noise" >"$tmp/noise.log" 2>&1 ||
   fail "run with noise scale"
