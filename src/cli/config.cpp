@@ -178,8 +178,8 @@ void Config::declare_train(OptionSet& o) {
   o.add(
       "train.noise_scale",
       &train.noise_scale,
-      "log the gradient noise scale B_simple (McCandlish et al. 2018; 2+ ranks): the batch size "
-      "beyond which larger batches save few steps");
+      "log the gradient noise scale B_simple (McCandlish et al. 2018): the batch size beyond which "
+      "larger batches save few steps; needs 2+ ranks, model.sync_bn=false and isif or nce");
   o.add(
       "train.threads",
       &train.threads,
