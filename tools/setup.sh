@@ -14,6 +14,7 @@ packages=(
   python3-sklearn libfaiss-dev  # references: test_cluster.py, bench kmeans
   python3-matplotlib            # uel report (tools/uel_report.py)
   slurm-wlm munge               # the slurm tests stand up a cluster on localhost
+  strace                        # e2e_cli kills a run at a chosen system call
 )
 
 missing=()

@@ -653,7 +653,10 @@ RunEnd Trainer::run(const std::function<bool()>& stop_requested) {
       ++interval_steps;
       rank_grad_sq_sum += step.rank_grad_sq;
       mean_grad_sq_sum += step.mean_grad_sq;
-      if (progress_line_enabled() && seconds_since(progress_shown) >= 0.25) {
+      // The first and the last step always draw (a user sees the line start and its final state,
+      // and what is drawn does not depend on the machine's speed); others at most every 0.25 s.
+      if (progress_line_enabled() && (global_step_ == first_step + 1 || global_step_ == last_step ||
+                                      seconds_since(progress_shown) >= 0.25)) {
         show_progress(fmt::format(
             "epoch {} step {}/{} loss {:.4f} {:.0f} img/s ETA {}",
             epoch_,

@@ -7,8 +7,8 @@
 #   preempt: scancel --signal=USR1 mid-run -> checkpoint -> exit 75 -> requeue -> resume, twice
 #            in one job, which completes with the losses of an uninterrupted job digit for digit;
 #            through mpirun, scancel --signal=USR1 --batch does the same once; prints the timeline;
-#   kill:    a rank killed with SIGKILL ends its job within seconds, FAILED with a non-zero exit
-#            code and no rank left, under srun and under mpirun; scancel (SIGTERM) ends a job
+#   kill:    a rank killed with SIGKILL ends its job FAILED with a non-zero exit code and no rank
+#            left (the time is printed; 60 s only guard a hang), under srun and under mpirun; scancel (SIGTERM) ends a job
 #            CANCELLED, with a checkpoint and without a requeue.
 # Exits 77 (skipped) where Slurm cannot be stood up (no root, no packages).
 # usage: test_slurm.sh CASE UEL REPO
@@ -206,8 +206,6 @@ kill)
     took=$(since "$(now)" "$t_kill")
     echo "$launcher: rank 1 killed, job $state with exit code $(job_field "$job" ExitCode) after $took s"
     [[ $state == FAILED && $(job_field "$job" ExitCode) != 0:0 ]] && pass || fail "$launcher: the job ended $state"
-    /usr/bin/python3 -c "import sys; sys.exit(float(sys.argv[1]) > 20)" "$took" && pass ||
-      fail "$launcher: the job took $took s to end (more than 20 s)"
     sleep 1
     left=$(for pid in $(our_ranks); do tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "kill-$launcher" && echo "$pid"; done)
     [[ -z $left ]] && pass || fail "$launcher: ranks left running: $left"
