@@ -320,8 +320,15 @@ void Config::declare_train(OptionSet& o) {
   o.add_choice(
       "eval.features",
       &eval.features,
-      {"recompute", "bank"},
-      "kNN training features: recompute (eval transform) or bank (nce's memory bank as is)");
+      {"recompute", "bank", "pixels"},
+      "kNN training features: recompute (eval transform) or bank (nce's memory bank as is); "
+      "pixels evaluates the centred, L2-normalised pixels instead of the model (the baseline)");
+  o.add_choice(
+      "eval.layer",
+      &eval.layer,
+      {"head", "backbone"},
+      "features evaluated: head (the L2-normalised embedding) or backbone (the pooled features "
+      "below the head, L2-normalised)");
   o.add(
       "eval.protocol",
       &eval.protocol,

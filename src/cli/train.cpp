@@ -123,7 +123,7 @@ int run_eval(const Args& args) {
     config.eval.protocol = protocol;
   std::string checkpoint;
   auto trainer = open_run(config, run, options.to_ini(), &checkpoint);
-  const train::Evaluation evaluation = trainer->evaluate();
+  const eval::Evaluation evaluation = trainer->evaluate();
   if (comm::world().rank == 0) {
     std::printf(
         "%s\n",
@@ -166,7 +166,7 @@ int run_embed(const Args& args) {
   std::vector<int64_t> all(dataset.size());
   for (int64_t i = 0; i < dataset.size(); ++i)
     all[i] = i;
-  at::Tensor features = trainer->embed(dataset, all).to(at::kCPU);
+  at::Tensor features = trainer->evaluator().embed(trainer->model(), dataset, all).to(at::kCPU);
   // Shards are contiguous and in rank order, so the gather restores dataset order.
   auto comm = comm::make_communicator(config.comm.backend, c10::Device(c10::kCPU));
   at::Tensor gathered = comm->all_gather_v(features);

@@ -81,10 +81,13 @@ int views(const MethodConfig& config) {
   return find(config.name).views;
 }
 
-bool rank_gradients_independent(const MethodConfig& config) {
+std::string cross_rank_gradients(const MethodConfig& config) {
+  if (!find(config.name).rank_gradients_independent)
+    return fmt::format("--train.method={}", config.name);
   // isif.key_grad differentiates through the all-gathered keys, into other ranks' samples.
-  return find(config.name).rank_gradients_independent &&
-         !(config.name == "isif" && config.isif.key_grad);
+  if (config.name == "isif" && config.isif.key_grad)
+    return "--train.method=isif with --isif.key_grad=true";
+  return "";
 }
 
 bool keeps_train_features(const MethodConfig& config) {

@@ -4,7 +4,8 @@
 #  - a run interrupted after a checkpoint and resumed logs the same losses, digit for digit,
 #  - a non-finite loss stops the run with a message naming the step, the checkpoint stays,
 #  - ISIF's kNN on 1,000 held-out images beats raw pixels' and is the same evaluated on 1 and 2
-#    ranks; NCE's loss falls over 2 epochs,
+#    ranks; uel's pixel baseline (--eval.features=pixels) is numpy's; NCE's loss falls over 2
+#    epochs,
 #  - uel eval and uel embed read the run; every protocol gives the same figures on 1 and 2 ranks,
 #    Recall@K equals numpy's brute force on the embeddings, an unseen-category run evaluates on
 #    the test images of the classes it never saw, uel cluster's NMI is sklearn's on its
@@ -177,6 +178,41 @@ one, two = (json.loads(open(f"{t}/figures{n}.json").read()) for n in (1, 2))
 print(f"kNN top-1: ISIF {one['knn_top1']:.2f}% on 1 rank, {two['knn_top1']:.2f}% on 2; raw pixels {raw:.2f}%")
 assert one["queries"] == 1000 and one["knn_top1"] == two["knn_top1"], (one, two)
 assert one["knn_top1"] >= raw + 2, (one["knn_top1"], raw)
+PY
+# The pixel baseline (--eval.features=pixels) is numpy's: pixels in [0, 1] less the per-pixel
+# mean (the gallery's for kNN, the queries' own for Recall@K), L2-normalised; on 1 and 2 ranks.
+for np in 1 2; do
+  "$mpiexec" -np $np "$uel" eval --run "$tmp/figures" --eval.features=pixels --protocol knn,recall \
+    2>/dev/null | tail -1 >"$tmp/pixels$np.json"
+done
+/usr/bin/python3 - "$tmp" <<'PY' && pass || fail "pixel baseline differs from numpy's"
+import json, sys, h5py, numpy as np
+t = sys.argv[1]
+def load(name):
+    with h5py.File(f"{t}/{name}.h5", "r") as f:
+        return f["images"][:].reshape(len(f["labels"]), -1) / 255.0, f["labels"][:]
+def unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+gallery, gallery_labels = load("fit")
+queries, query_labels = load("query")
+mean = gallery.mean(0)
+s = unit(queries - mean) @ unit(gallery - mean).T
+top = np.argsort(-s, axis=1, kind="stable")[:, :200]
+weights = np.exp(np.take_along_axis(s, top, 1) / 0.1)
+votes = np.stack([(weights * (gallery_labels[top] == c)).sum(1) for c in range(10)], 1)
+knn = 100 * (votes.argmax(1) == query_labels).mean()
+q = unit(queries - queries.mean(0))
+s = q @ q.T
+np.fill_diagonal(s, -np.inf)
+order = np.argsort(-s, axis=1, kind="stable")
+recall = {k: 100 * (query_labels[order[:, :k]] == query_labels[:, None]).any(1).mean() for k in (1, 2, 4, 8)}
+for n in (1, 2):
+    got = json.loads(open(f"{t}/pixels{n}.json").read())
+    print(f"pixels on {n} rank(s): kNN {got['knn_top1']:.2f}% (numpy {knn:.2f}%), "
+          f"R@1 {got['recall@1']:.2f}% (numpy {recall[1]:.2f}%)")
+    assert abs(got["knn_top1"] - knn) < 1e-6, (got, knn)
+    for k, r in recall.items():
+        assert abs(got[f"recall@{k}"] - r) < 1e-6, (k, got, r)
 PY
 "$mpiexec" -np 2 "$uel" train --config "$here/../../configs/fmnist-nce.ini" "${split[@]}" --model.width=8 \
   --model.low_dim=32 --train.epochs=2 --train.log_every=1 --out "$tmp/nce-figures" >"$tmp/nce-figures.log" 2>&1 ||

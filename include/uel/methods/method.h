@@ -165,11 +165,12 @@ bool keeps_train_features(const MethodConfig& config);
 // step (train.accumulate) give the large batch's gradient. Not so where the batch is the
 // method's universe: ISIF's softmax over the batch, the pair and margin losses' pairs.
 bool sums_over_samples(const MethodConfig& config);
-// Whether each rank's gradient is the mean of its own samples' gradients, the other ranks'
+// "" when each rank's gradient is the mean of its own samples' gradients, the other ranks'
 // samples entering only as detached values (ISIF's keys, NCE's bank rows), so that the ranks'
-// gradients are independent draws at batch / ranks (train.noise_scale). Not so for the pair and
-// margin losses (pairs across ranks backpropagate into both) or with isif.key_grad.
-bool rank_gradients_independent(const MethodConfig& config);
+// gradients are independent draws at batch / ranks (train.noise_scale). Otherwise the options
+// whose loss backpropagates into other ranks' samples ("--train.method=isif with
+// --isif.key_grad=true"): the pair and margin losses (pairs across ranks), isif.key_grad.
+std::string cross_rank_gradients(const MethodConfig& config);
 std::unique_ptr<Method> make_method(const MethodConfig& config, const MethodSetup& setup);
 
 }  // namespace uel::methods
