@@ -80,6 +80,11 @@ void Config::declare_model(OptionSet& o) {
       "ResNet stem: cifar (3x3, no max-pool) or imagenet");
   o.add("model.low_dim", &model.low_dim, "embedding dimension", OptionSet::positive<int64_t>());
   o.add(
+      "model.pool_grid",
+      &model.pool_grid,
+      "backbone pooling: 1 = global average, G = average to a G x G map, flattened (keeps layout)",
+      OptionSet::positive<int64_t>());
+  o.add(
       "model.width",
       &model.width,
       "small_cnn: channels of the first layer",

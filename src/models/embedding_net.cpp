@@ -41,6 +41,14 @@ class Norm2dImpl : public nn::Module {
 };
 TORCH_MODULE(Norm2d);
 
+// model.pool_grid: global average pooling (1), or average pooling to a grid x grid map, flattened,
+// which keeps where in the image a feature is (a garment's outline on 28x28 images).
+at::Tensor pool(const at::Tensor& h, int64_t grid) {
+  if (grid == 1)
+    return h.mean({2, 3});
+  return at::adaptive_avg_pool2d(h, {grid, grid}).flatten(1);
+}
+
 nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding) {
   return nn::Conv2d(nn::Conv2dOptions(in, out, kernel).stride(stride).padding(padding).bias(false));
 }
@@ -48,7 +56,8 @@ nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t
 // Four conv-BN-ReLU stages for 28x28 grayscale (or small RGB) images, global average pooling.
 class SmallCnnImpl : public BackboneImpl {
  public:
-  SmallCnnImpl(const ModelConfig& c, const std::shared_ptr<comm::Communicator>& comm) {
+  SmallCnnImpl(const ModelConfig& c, const std::shared_ptr<comm::Communicator>& comm)
+      : grid_(c.pool_grid) {
     int64_t in = c.in_channels;
     for (int stage = 0; stage < 4; ++stage) {
       const int64_t out = c.width << stage;
@@ -57,14 +66,14 @@ class SmallCnnImpl : public BackboneImpl {
       norms_.push_back(register_module(fmt::format("bn{}", stage), Norm2d(out, comm)));
       in = out;
     }
-    out_features_ = in;
+    out_features_ = in * grid_ * grid_;
   }
   at::Tensor forward(const at::Tensor& x) override {
     at::Tensor h = x;
     for (size_t i = 0; i < convs_.size(); ++i) {
       h = torch::relu(norms_[i]->forward(convs_[i]->forward(h)));
     }
-    return h.mean({2, 3});
+    return pool(h, grid_);
   }
   int64_t out_features() const override {
     return out_features_;
@@ -73,6 +82,7 @@ class SmallCnnImpl : public BackboneImpl {
  private:
   std::vector<nn::Conv2d> convs_;
   std::vector<Norm2d> norms_;
+  int64_t grid_ = 1;
   int64_t out_features_ = 0;
 };
 
@@ -147,7 +157,8 @@ class ResNetImpl : public BackboneImpl {
       }
       register_module(fmt::format("layer{}", stage + 1), layer);
     }
-    out_features_ = in;
+    grid_ = c.pool_grid;
+    out_features_ = in * grid_ * grid_;
   }
   at::Tensor forward(const at::Tensor& x) override {
     at::Tensor h = torch::relu(stem_bn_->forward(stem_conv_->forward(x)));
@@ -156,7 +167,7 @@ class ResNetImpl : public BackboneImpl {
     }
     for (auto& block : blocks_)
       h = block->forward(h);
-    return h.mean({2, 3});
+    return pool(h, grid_);
   }
   int64_t out_features() const override {
     return out_features_;
@@ -167,6 +178,7 @@ class ResNetImpl : public BackboneImpl {
   nn::Conv2d stem_conv_{nullptr};
   Norm2d stem_bn_{nullptr};
   std::vector<Block> blocks_;
+  int64_t grid_ = 1;
   int64_t out_features_ = 0;
 };
 

@@ -167,7 +167,12 @@ void check_checkpoint_options(
   const auto now = ini_values(ini);
   std::vector<std::string> changed;
   for (const char* key :
-       {"model.arch", "model.stem", "model.width", "model.low_dim", "train.method"}) {
+       {"model.arch",
+        "model.stem",
+        "model.width",
+        "model.pool_grid",
+        "model.low_dim",
+        "train.method"}) {
     const auto was = saved.find(key), is = now.find(key);
     if (was != saved.end() && is != now.end() && was->second != is->second)
       changed.push_back(fmt::format("{} {} -> {}", key, was->second, is->second));

@@ -111,9 +111,10 @@ void RunLog::interval(
   const double img_per_s = interval_steps_ * train_.batch_size / seconds;
   const comm::CommStats now = comm_->stats(), sync_now = sync_->comm_stats();
   const int64_t bytes = now.total_bytes() - comm_before_.total_bytes() + sync_now.total_bytes() -
-                        sync_before_.total_bytes();
+                        sync_before_.total_bytes() - evaluation_bytes_;
   const double comm_seconds = now.total_seconds() - comm_before_.total_seconds() +
-                              sync_now.total_seconds() - sync_before_.total_seconds();
+                              sync_now.total_seconds() - sync_before_.total_seconds() -
+                              evaluation_comm_seconds_;
   const double mean_loss = loss_sum_ / interval_steps_;
   std::string method_text, method_json;
   for (const auto& [name, value] : method_metrics) {
@@ -165,15 +166,25 @@ void RunLog::interval(
   interval_steps_ = 0;
   comm_before_ = now;
   sync_before_ = sync_now;
+  evaluation_bytes_ = 0;
+  evaluation_comm_seconds_ = 0;
   interval_start_ = Clock::now();
+}
+
+void RunLog::evaluation_starts() {
+  evaluation_start_ = Clock::now();
+  evaluation_comm_ = comm_->stats();
 }
 
 void RunLog::evaluation(
     int64_t epoch,
     int64_t global_step,
     const eval::Evaluation& evaluation,
-    const std::string& split,
-    double seconds) {
+    const std::string& split) {
+  const double seconds = seconds_since(evaluation_start_);
+  const comm::CommStats now = comm_->stats();
+  evaluation_bytes_ += now.total_bytes() - evaluation_comm_.total_bytes();
+  evaluation_comm_seconds_ += now.total_seconds() - evaluation_comm_.total_seconds();
   log_info("epoch {} {} ({:.1f} s)", epoch, evaluation.summary(), seconds);
   append_metrics(fmt::format(
       R"({{"step": {}, "epoch": {}, {}, "split": "{}", "elapsed_s": {:.3f}}})",
@@ -183,8 +194,7 @@ void RunLog::evaluation(
       split,
       seconds_since(run_start_)));
   // img/s counts training time: the steps of this interval before the evaluation stay in it.
-  interval_start_ +=
-      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  interval_start_ += Clock::now() - evaluation_start_;
 }
 
 void RunLog::append_metrics(const std::string& json) const {

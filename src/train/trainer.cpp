@@ -383,9 +383,9 @@ void Trainer::end_epoch() {
   if (config_.train.checkpoint_every == 0)
     save_checkpoint();
   if (config_.eval.every > 0 && (epoch_ + 1) % config_.eval.every == 0) {
-    const auto start = Clock::now();
+    log_->evaluation_starts();
     const eval::Evaluation evaluation = evaluate();
-    log_->evaluation(epoch_, global_step_, evaluation, evaluator_->split(), seconds_since(start));
+    log_->evaluation(epoch_, global_step_, evaluation, evaluator_->split());
   }
 }
 

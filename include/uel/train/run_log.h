@@ -52,13 +52,14 @@ class RunLog {
       int64_t global_step,
       double lr,
       const std::vector<std::pair<std::string, double>>& method_metrics);
-  // An evaluation that took `seconds` (left out of the interval's img/s).
+  // An evaluation runs from evaluation_starts() to evaluation(): its time and its collectives
+  // are left out of the interval's img/s and communication figures.
+  void evaluation_starts();
   void evaluation(
       int64_t epoch,
       int64_t global_step,
       const eval::Evaluation& evaluation,
-      const std::string& split,
-      double seconds);
+      const std::string& split);
   // Wall time since start(), as h:mm:ss.
   std::string elapsed() const;
   // Collective: gathers every rank's trace events to rank 0, which writes train.trace.
@@ -80,6 +81,10 @@ class RunLog {
   int64_t interval_steps_ = 0;
   double rank_grad_sq_sum_ = 0, mean_grad_sq_sum_ = 0;  // train.noise_scale, this interval
   comm::CommStats comm_before_, sync_before_;
+  Clock::time_point evaluation_start_;
+  comm::CommStats evaluation_comm_;  // comm_'s statistics when the evaluation started
+  int64_t evaluation_bytes_ = 0;     // this interval's evaluations moved these
+  double evaluation_comm_seconds_ = 0;
 };
 
 }  // namespace uel::train
