@@ -31,6 +31,35 @@ TEST(Models, EveryBackboneEmbedsToUnitVectors) {
   }
 }
 
+// model.pool_grid: the G x G cells of small_cnn's 4 x 4 map are equal, so their mean per channel
+// is the global average pooling of the same network (same seed, same backbone weights).
+TEST(Models, PoolGridKeepsCellsWhoseMeanIsTheGlobalAverage) {
+  const at::Tensor x = torch::randn({3, 1, 28, 28}, at::kDouble);
+  ModelConfig config;
+  config.in_channels = 1;
+  config.width = 4;
+  config.low_dim = 8;
+  torch::manual_seed(7);
+  EmbeddingNet global(config, nullptr);
+  global->to(at::kDouble);
+  global->eval();
+  const at::Tensor pooled = global->features(x);
+  ASSERT_EQ(pooled.sizes(), (std::vector<int64_t>{3, 32}));
+  for (const int64_t grid : {2, 4}) {
+    config.pool_grid = grid;
+    torch::manual_seed(7);
+    EmbeddingNet net(config, nullptr);
+    net->to(at::kDouble);
+    net->eval();
+    EXPECT_EQ(net->feature_dim(), 32 * grid * grid);
+    const at::Tensor cells = net->features(x);
+    ASSERT_EQ(cells.sizes(), (std::vector<int64_t>{3, 32 * grid * grid}));
+    EXPECT_TRUE(torch::allclose(cells.view({3, 32, grid * grid}).mean(2), pooled, 1e-12, 1e-12))
+        << "grid " << grid;
+    EXPECT_EQ(net->forward(x).sizes(), (std::vector<int64_t>{3, 8}));
+  }
+}
+
 TEST(Models, ResNetParameterNamesFollowTorchvision) {
   ModelConfig config;
   config.arch = "resnet18";
