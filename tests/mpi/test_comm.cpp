@@ -37,7 +37,8 @@ class CommTest : public ::testing::TestWithParam<Setup> {
       GTEST_SKIP() << "built without NCCL";
     }
 #endif
-    if (GetParam().backend == "nccl" && world().local_size > torch::cuda::device_count()) {
+    if (GetParam().backend == "nccl" &&
+        world().local_size > static_cast<int>(torch::cuda::device_count())) {
       GTEST_SKIP() << "NCCL needs one GPU per rank: " << world().local_size << " ranks, "
                    << torch::cuda::device_count() << " GPU(s)";
     }
