@@ -29,7 +29,7 @@ std::string load_method_file(
       file,
       method,
       dir);
-  archive.load_from(path);
+  archive.load_from(path, c10::Device(c10::kCPU));  // saved from the CPU; read there on any run
   return path;
 }
 

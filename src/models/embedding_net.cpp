@@ -255,7 +255,9 @@ std::vector<std::string> load_weights(
   UEL_CHECK_DATA(std::filesystem::is_regular_file(path), "weights file '{}' does not exist", path);
   torch::serialize::InputArchive archive;
   try {
-    archive.load_from(path);
+    // Read onto the CPU, then copied to the model's device: weights saved on a GPU load on a
+    // machine without one (uel eval or embed of a GPU run), and on any rank's device.
+    archive.load_from(path, c10::Device(c10::kCPU));
   } catch (const std::exception& e) {
     UEL_CHECK_DATA(
         false,

@@ -69,6 +69,12 @@ std::unique_ptr<torch::optim::Optimizer> make(
 Optimizer::Optimizer(const OptimizerConfig& config, double lr, std::vector<OptimizerGroup> groups)
     : lars_eta_(config.lars_eta) {
   validate(config);
+  for (const OptimizerGroup& g : groups) {
+    if (!g.params.empty()) {
+      device_ = g.params.front().device();
+      break;
+    }
+  }
   // One torch optimizer per kind, in the order kinds first appear; each group keeps its slot.
   std::vector<std::string> kinds;
   std::map<std::string, std::vector<torch::optim::OptimizerParamGroup>> by_kind;
@@ -145,12 +151,14 @@ void Optimizer::save(const std::string& path) const {
 }
 
 void Optimizer::load(const std::string& path) {
+  // The state goes where the parameters are, not where it was saved: a GPU run's checkpoint
+  // resumes on another device or on a CPU machine.
   if (optimizers_.size() == 1) {
-    torch::load(*optimizers_[0], path);
+    torch::load(*optimizers_[0], path, device_);
     return;
   }
   torch::serialize::InputArchive archive;
-  archive.load_from(path);
+  archive.load_from(path, device_);
   for (size_t i = 0; i < optimizers_.size(); ++i) {
     torch::serialize::InputArchive part;
     archive.read(std::to_string(i), part);

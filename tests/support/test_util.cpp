@@ -6,7 +6,9 @@
 #include <cstdio>
 #include <fstream>
 #include <iterator>
+#include <stdexcept>
 
+#include <caffe2/serialize/inline_container.h>
 #include <jpeglib.h>
 #include <png.h>
 
@@ -104,6 +106,35 @@ void write_jpeg(
   jpeg_finish_compress(&info);
   jpeg_destroy_compress(&info);
   std::fclose(file);
+}
+
+void retag_archive_device(
+    const std::string& from, const std::string& to, const std::string& device) {
+  caffe2::serialize::PyTorchStreamReader reader(from);
+  caffe2::serialize::PyTorchStreamWriter writer(to);
+  auto binunicode = [](const std::string& text) {  // the pickle opcode the archive writer uses
+    const auto n = static_cast<uint32_t>(text.size());
+    std::string op = "X";
+    for (int i = 0; i < 4; ++i)
+      op.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
+    return op + text;
+  };
+  const std::string cpu = binunicode("cpu"), tagged = binunicode(device);
+  for (const std::string& name : reader.getAllRecords()) {
+    if (writer.getAllWrittenRecords().count(name))
+      continue;  // written by the writer itself (the format's version)
+    auto [data, size] = reader.getRecord(name);
+    std::string bytes(static_cast<const char*>(data.get()), size);
+    if (name == "data.pkl") {
+      // The location string is memoised: it appears once, later storages refer back to it.
+      const size_t at = bytes.find(cpu);
+      if (at == std::string::npos)
+        throw std::runtime_error(from + " holds no storage saved on the CPU");
+      bytes.replace(at, cpu.size(), tagged);
+    }
+    writer.writeRecord(name, bytes.data(), bytes.size());
+  }
+  writer.writeEndOfFile();
 }
 
 }  // namespace uel::test

@@ -46,6 +46,10 @@ void write_jpeg(
     int width,
     int channels,
     const std::vector<uint8_t>& pixels);
+// Copies a LibTorch archive (torch::save, OutputArchive) with every tensor's storage tagged as
+// saved on `device` (e.g. "cuda:0"): what a GPU run writes, made on a machine without a GPU.
+void retag_archive_device(
+    const std::string& from, const std::string& to, const std::string& device);
 
 }  // namespace uel::test
 

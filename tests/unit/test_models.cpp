@@ -104,6 +104,30 @@ TEST(Models, WeightsRoundTripAndMismatchesAreErrors) {
       load_weights(*c, dir.file("junk.pt"), true), DataError, "not a LibTorch weights archive");
 }
 
+// A GPU run's weights (storages tagged cuda:0) load on a machine without a GPU, for uel eval and
+// embed, and on any device.
+TEST(Models, WeightsSavedOnAGpuLoadOnTheCpu) {
+  test::ScratchDir dir;
+  ModelConfig config;
+  config.in_channels = 1;
+  config.width = 4;
+  torch::manual_seed(1);
+  EmbeddingNet a(config, nullptr);
+  save_weights(*a, dir.file("w.pt"));
+  test::retag_archive_device(dir.file("w.pt"), dir.file("gpu.pt"), "cuda:0");
+  if (!torch::cuda::is_available()) {  // the tag is real: read where it was saved, it fails here
+    torch::serialize::InputArchive archive;
+    EXPECT_ANY_THROW(archive.load_from(dir.file("gpu.pt")));
+  }
+  torch::manual_seed(2);
+  EmbeddingNet b(config, nullptr);
+  EXPECT_TRUE(load_weights(*b, dir.file("gpu.pt"), /*strict=*/true).empty());
+  at::Tensor x = torch::randn({3, 1, 28, 28});
+  a->eval();
+  b->eval();
+  EXPECT_TRUE(torch::equal(a->forward(x), b->forward(x)));
+}
+
 TEST(Models, FactoryListsTheValidNames) {
   ModelConfig config;
   config.arch = "vgg16";

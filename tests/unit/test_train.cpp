@@ -121,6 +121,55 @@ TEST(Optimizer, LarsTakesThePapersTrustRatioStep) {
   }
 }
 
+// A GPU run's optimizer state (tagged cuda:0) resumes onto the parameters' device, here the CPU,
+// for one torch optimizer and for several (a group with its own kind), and steps as the saved
+// optimizer would have.
+TEST(Optimizer, StateSavedOnAGpuResumesOnTheParametersDevice) {
+  test::ScratchDir dir;
+  OptimizerConfig config;
+  config.name = "adamw";
+  for (const bool two_kinds : {false, true}) {
+    auto params = [] {
+      return std::vector<at::Tensor>{
+          torch::tensor({1.0, -2.0}, torch::kDouble).requires_grad_(true),
+          torch::tensor({0.5}, torch::kDouble).requires_grad_(true)};
+    };
+    auto groups = [&](const std::vector<at::Tensor>& p) {
+      std::vector<OptimizerGroup> g(2);
+      g[0].params = {p[0]};
+      g[1].params = {p[1]};
+      g[1].optimizer = two_kinds ? "sgd" : "";
+      return g;
+    };
+    auto step = [](Optimizer& optimizer, const std::vector<at::Tensor>& p) {
+      optimizer.zero_grad();
+      (p[0].pow(2).sum() + 3 * p[1].sum()).backward();
+      optimizer.step();
+    };
+    const std::vector<at::Tensor> saved = params(), resumed = params();
+    Optimizer first(config, 0.1, groups(saved));
+    step(first, saved);
+    step(first, saved);
+    first.save(dir.file("optim.pt"));
+    test::retag_archive_device(dir.file("optim.pt"), dir.file("gpu.pt"), "cuda:0");
+    if (!torch::cuda::is_available()) {
+      torch::serialize::InputArchive archive;
+      EXPECT_ANY_THROW(archive.load_from(dir.file("gpu.pt")));
+    }
+    {
+      torch::NoGradGuard no_grad;
+      for (size_t i = 0; i < saved.size(); ++i)
+        resumed[i].copy_(saved[i]);
+    }
+    Optimizer second(config, 0.1, groups(resumed));
+    second.load(dir.file("gpu.pt"));
+    step(first, saved);
+    step(second, resumed);
+    for (size_t i = 0; i < saved.size(); ++i)
+      EXPECT_TRUE(torch::equal(saved[i], resumed[i])) << two_kinds << saved[i] << resumed[i];
+  }
+}
+
 // A resume names what changed, and stays quiet about options that only split or move a run.
 TEST(Checkpoint, ChangedOptionsIgnoreHowTheRunIsExecuted) {
   const std::string saved =

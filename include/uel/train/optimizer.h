@@ -49,6 +49,7 @@ class Optimizer {
   void step();
   // One file for every optimizer's state (a single optimizer is saved as torch::save does).
   void save(const std::string& path) const;
+  // Onto the parameters' device, wherever the state was saved.
   void load(const std::string& path);
 
  private:
@@ -61,6 +62,7 @@ class Optimizer {
   };
   void adapt_lars_gradients();
   double lars_eta_ = 0;
+  c10::Device device_ = c10::kCPU;  // of the parameters
   std::vector<Slot> slots_;
   std::vector<std::unique_ptr<torch::optim::Optimizer>> optimizers_;
 };
