@@ -148,8 +148,10 @@ void RunLog::interval(
       lr,
       img_per_s,
       eta(global_step));
+  // The loss in the shortest text that reads back as the same double: float64 runs on two
+  // devices compare to 1e-9 and more.
   append_metrics(fmt::format(
-      R"({{"step": {}, "epoch": {}, "loss": {:.9g}, "lr": {:.9g}, "img_per_s": {:.1f}, )"
+      R"({{"step": {}, "epoch": {}, "loss": {}, "lr": {:.9g}, "img_per_s": {:.1f}, )"
       R"("comm_bytes_per_step": {}, "comm_seconds": {:.6f}, "ranks": {}, )"
       R"("elapsed_s": {:.3f}{}}})",
       global_step,

@@ -11,6 +11,8 @@ tmp=$(mktemp -d)
 chmod 755 "$tmp"
 trap 'rm -rf "$tmp"' EXIT
 source "$(dirname "$0")/../support/tally.sh"
+# shellcheck source=../support/ranks.sh
+source "$(dirname "$0")/../support/ranks.sh"
 mpirun=$(command -v mpirun)
 root_flag=''
 [[ $(id -u) == 0 ]] && root_flag=' --allow-run-as-root'
@@ -113,8 +115,12 @@ grep -q "^uel-run: $mpirun -np 2 " "$tmp/whole.log" && grep -q "on 2 rank(s)" "$
 # A simple command in the background: $! is uel-run's process, which execs env, then mpirun.
 "${train[@]}" --out "$tmp/parts" >"$tmp/parts.log" 2>&1 &
 pid=$!
-for ((i = 0; i < 600 && $(losses "$tmp/parts/metrics.jsonl" 2>/dev/null | wc -l) < 3; i++)); do sleep 0.1; done
-kill -USR1 "$pid"
+# The ranks stay stopped until the signal mpirun forwards is pending in both: the run cannot
+# finish before it arrives, however fast the machine.
+ranks=()
+wait_step "$tmp/parts/metrics.jsonl" 3 300 && mapfile -t ranks < <(ranks_of "$tmp/parts")
+((${#ranks[@]} == 2)) && signal_frozen 10 60 "${ranks[@]}" -- kill -USR1 "$pid" ||
+  { fail "SIGUSR1 did not reach the 2 ranks (${ranks[*]})"; kill -USR1 "$pid"; }
 wait "$pid"
 status=$?
 [[ $status == 75 ]] && grep -q "stopped on request after step" "$tmp/parts.log" && pass ||

@@ -19,7 +19,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/cluster.sh"
 tmp=$(mktemp -d)
 chmod 755 "$tmp"
-source "$(dirname "$0")/../support/tally.sh"
+source "$here/../support/tally.sh"
+# shellcheck source=../support/ranks.sh
+source "$here/../support/ranks.sh"
 
 # Ranks a job left behind (none should be): uel processes training into this test's folder.
 our_ranks() {
@@ -46,6 +48,8 @@ export UEL=$uel UEL_ROOT=$repo OMPI_MCA_btl=self,vader OMPI_MCA_oob_tcp_if_inclu
 common=(--data.train="$tmp/fm/test.h5" --aug.mean=0.286 --aug.std=0.353 --model.width=8
   --model.low_dim=32 --train.epochs=1 --train.log_every=1 --eval.every=0)
 train=("${common[@]}" --train.batch_size=64)
+# Jobs that end only when the test ends them: they cannot finish before it looks, however fast.
+endless=("${common[@]/--train.epochs=1/--train.epochs=1000}" --train.batch_size=64)
 
 # submit NAME [sbatch options] SCRIPT [args]: 2 CPU tasks, log in $tmp; prints the job id.
 submit() {
@@ -75,7 +79,6 @@ import json, sys
 for line in open(sys.argv[1]):
     row = json.loads(line)
     if "loss" in row: print(row["step"], repr(row["loss"]))' "$1"; }
-last_step() { tail -1 "$1" 2>/dev/null | grep -o '"step": [0-9]*' | grep -o '[0-9]*$' || echo 0; }
 now() { date +%s.%N; }
 since() { /usr/bin/python3 -c "import sys; print(f'{float(sys.argv[1]) - float(sys.argv[2]):.1f}')" "$1" "$2"; }
 # expect_job JOB NAME STEPS: completed with exit code 0 and STEPS loss lines in RUN NAME.
@@ -136,14 +139,17 @@ preempt)
   # preempt AT_STEP SCANCEL_OPTIONS: signals once the run is past AT_STEP, follows the job through
   # checkpoint, requeue and resume, prints the timeline; sets stopped_at.
   preempt() {
-    local at=$1 i t_sig t_ckpt t_requeue='' t_running='' t_resumed='' state resumes
+    local at=$1 t_sig t_ckpt t_requeue='' t_running='' t_resumed='' state resumes deadline pids=()
     shift
-    for ((i = 0; i < 600 && $(last_step "$metrics") < at; i++)); do sleep 0.1; done
-    (($(last_step "$metrics") >= at)) || { fail "the run never reached step $at"; return 1; }
+    wait_step "$metrics" "$at" 300 && mapfile -t pids < <(ranks_of "$tmp/pre")
+    ((${#pids[@]} == 2)) || { fail "the run never reached step $at with 2 ranks (${pids[*]})"; return 1; }
     resumes=$(grep -c "resumed from" "$log")
     t_sig=$(now)
-    scancel --signal=USR1 "$@" "$job"
-    for ((i = 0; i < 400; i++)); do
+    # Frozen until the signal is pending, the ranks cannot finish the run before it arrives.
+    signal_frozen 10 60 "${pids[@]}" -- scancel --signal=USR1 "$@" "$job" ||
+      { fail "scancel --signal=USR1 $* did not reach the ranks"; return 1; }
+    deadline=$((SECONDS + 300))
+    while ((SECONDS < deadline)); do
       state=$(job_field "$job" JobState)
       [[ -z $t_requeue && $state == PENDING ]] && t_requeue=$(now)
       [[ -n $t_requeue && -z $t_running && $state == RUNNING ]] && t_running=$(now)
@@ -192,13 +198,12 @@ preempt)
 
 kill)
   for launcher in srun mpirun; do
-    job=$(UEL_LAUNCHER=$launcher submit uel-train "$repo/slurm/train.sbatch" "${train[@]}" --out="$tmp/kill-$launcher")
-    for ((i = 0; i < 600 && $(last_step "$tmp/kill-$launcher/metrics.jsonl") < 3; i++)); do sleep 0.1; done
+    job=$(UEL_LAUNCHER=$launcher submit uel-train "$repo/slurm/train.sbatch" "${endless[@]}" --out="$tmp/kill-$launcher")
     victim=''
-    for pid in $(our_ranks); do
-      tr '\0' '\n' <"/proc/$pid/environ" | grep -qx "OMPI_COMM_WORLD_RANK=1\|SLURM_PROCID=1" &&
-        tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "--out=$tmp/kill-$launcher " && victim=$pid
-    done
+    wait_step "$tmp/kill-$launcher/metrics.jsonl" 3 300 &&
+      for pid in $(ranks_of "$tmp/kill-$launcher"); do
+        tr '\0' '\n' <"/proc/$pid/environ" | grep -qx "OMPI_COMM_WORLD_RANK=1\|SLURM_PROCID=1" && victim=$pid
+      done
     [[ -n $victim ]] || { fail "$launcher: no rank 1 found to kill"; continue; }
     t_kill=$(now)
     kill -9 "$victim"
@@ -212,8 +217,8 @@ kill)
   done
 
   # scancel (SIGTERM): the ranks stop with a checkpoint, and the job stays cancelled.
-  job=$(submit uel-train "$repo/slurm/train.sbatch" "${train[@]}" --out="$tmp/cancel")
-  for ((i = 0; i < 600 && $(last_step "$tmp/cancel/metrics.jsonl") < 3; i++)); do sleep 0.1; done
+  job=$(submit uel-train "$repo/slurm/train.sbatch" "${endless[@]}" --out="$tmp/cancel")
+  wait_step "$tmp/cancel/metrics.jsonl" 3 300 || fail "the job to cancel never reached step 3"
   scancel "$job"
   state=$(wait_end "$job" 60)
   sleep 3 # a requeued job would be PENDING by now
