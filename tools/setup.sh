@@ -15,6 +15,7 @@ packages=(
   python3-matplotlib            # uel report (tools/uel_report.py)
   slurm-wlm munge               # the slurm tests stand up a cluster on localhost
   strace                        # e2e_cli kills a run at a chosen system call
+  python3-torch                 # the PyTorch peer of bench step (tools/peer, gpu_check_dry)
 )
 
 missing=()

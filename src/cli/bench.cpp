@@ -21,6 +21,7 @@
 #include "uel/cluster/kmeans.h"
 #include "uel/comm/watchdog.h"
 #include "uel/comm/world.h"
+#include "uel/core/clock.h"
 #include "uel/core/error.h"
 #include "uel/core/logging.h"
 #include "uel/core/rng.h"
@@ -34,7 +35,8 @@
 namespace uel::cli {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using core::Clock;
+using core::seconds_since;
 
 // Declares every option over the benchmark's defaults in `config`, parses and validates them;
 // false after --help.
@@ -65,7 +67,7 @@ int bench_loader(const Args& args) {
   for (int64_t i = 0; i < config.bench.steps; ++i) {
     instances += loader.next_cycling().indices.size(0);
   }
-  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  const double seconds = seconds_since(start);
   const double img_per_s = instances / seconds;
   const auto& info = input.dataset->info();
   std::printf(
@@ -402,7 +404,7 @@ int bench_bank(const Args& args) {
         }
         if (device.is_cuda())
           torch::cuda::synchronize();
-        const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+        const double elapsed = seconds_since(start);
         if (step >= config.bench.warmup) {
           bytes += comm->stats().total_bytes() - before.total_bytes();
           seconds += comm->all_reduce_scalar(elapsed, comm::ReduceOp::kMax);
@@ -542,8 +544,7 @@ int bench_kmeans(const Args& args) {
         const cluster::KMeansResult r = cluster::kmeans(x, kmeans, *comm);
         UEL_CHECK(
             r.iterations == iterations, "k-means converged early; use more rows or fewer steps");
-        return comm->all_reduce_scalar(
-            std::chrono::duration<double>(Clock::now() - start).count(), comm::ReduceOp::kMax);
+        return comm->all_reduce_scalar(seconds_since(start), comm::ReduceOp::kMax);
       };
       timed(1);  // warm-up: allocator caches, thread pools
       const double uel_s = (timed(1 + steps) - timed(1)) / steps;

@@ -1,6 +1,5 @@
 // uel cluster: distributed k-means on an embeddings file; each rank reads and keeps its shard.
 
-#include <chrono>
 #include <cstdio>
 
 #include <ATen/ATen.h>
@@ -11,6 +10,7 @@
 #include "uel/cluster/kmeans.h"
 #include "uel/comm/watchdog.h"
 #include "uel/comm/world.h"
+#include "uel/core/clock.h"
 #include "uel/core/error.h"
 #include "uel/core/logging.h"
 #include "uel/data/dataset.h"
@@ -64,11 +64,9 @@ int run_cluster(const Args& args) {
   const data::EmbeddingRows rows = data::read_embedding_shard(data, world.rank, world.size);
 
   comm->barrier();
-  const auto start = std::chrono::steady_clock::now();
+  const auto start = core::Clock::now();
   const cluster::KMeansResult result = cluster::kmeans(rows.embeddings.to(on), kmeans, *comm);
-  const double seconds = comm->all_reduce_scalar(
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
-      comm::ReduceOp::kMax);
+  const double seconds = comm->all_reduce_scalar(core::seconds_since(start), comm::ReduceOp::kMax);
 
   // Shards are contiguous and in rank order, so the gathers restore the file's order.
   const at::Tensor assignments = comm->all_gather_v(result.assignments.to(on)).cpu();

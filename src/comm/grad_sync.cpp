@@ -1,24 +1,17 @@
 #include "uel/comm/grad_sync.h"
 
-#include <chrono>
 #include <map>
 
 #include <ATen/ATen.h>
 #include <fmt/ranges.h>
 #include <torch/csrc/autograd/variable.h>
 
+#include "uel/core/clock.h"
 #include "uel/core/error.h"
 
 namespace uel::comm {
-namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-}  // namespace
+using core::Clock;
+using core::seconds_since;
 
 GradSync::GradSync(
     std::vector<std::pair<std::string, at::Tensor>> named_parameters,

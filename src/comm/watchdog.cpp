@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "uel/comm/world.h"
+#include "uel/core/clock.h"
 #include "uel/core/error.h"
 #include "uel/core/logging.h"
 
@@ -13,7 +14,7 @@ namespace uel::comm {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using core::Clock;
 
 struct InFlight {
   std::string what;

@@ -16,12 +16,10 @@
 namespace uel::train {
 
 namespace fs = std::filesystem;
+using core::Clock;
+using core::seconds_since;
 
 namespace {
-
-double seconds_since(RunLog::Clock::time_point start) {
-  return std::chrono::duration<double>(RunLog::Clock::now() - start).count();
-}
 
 std::string format_duration(double seconds) {
   const auto s = static_cast<int64_t>(seconds);

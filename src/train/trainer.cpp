@@ -1,6 +1,5 @@
 #include "uel/train/trainer.h"
 
-#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -11,6 +10,7 @@
 
 #include "uel/comm/watchdog.h"
 #include "uel/comm/world.h"
+#include "uel/core/clock.h"
 #include "uel/core/error.h"
 #include "uel/core/files.h"
 #include "uel/core/logging.h"
@@ -20,7 +20,8 @@
 namespace uel::train {
 
 namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
+using core::Clock;
+using core::seconds_since;
 
 namespace {
 
@@ -30,10 +31,6 @@ std::string fnv1a(const std::string& text) {
     h = (h ^ c) * 1099511628211ULL;
   }
   return fmt::format("{:016x}", h);
-}
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
 }  // namespace

@@ -5,7 +5,6 @@
 // progress line on a terminal, the log lines, RUN/metrics.jsonl and the train.trace timeline.
 // The one place that knows metrics.jsonl's keys: a new metric is a line here.
 
-#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -15,6 +14,7 @@
 
 #include "uel/comm/communicator.h"
 #include "uel/comm/grad_sync.h"
+#include "uel/core/clock.h"
 #include "uel/core/trace.h"
 #include "uel/eval/evaluator.h"
 #include "uel/train/config.h"
@@ -31,8 +31,6 @@ struct StepFigures {
 
 class RunLog {
  public:
-  using Clock = std::chrono::steady_clock;
-
   // `run_dir`: where metrics.jsonl goes (rank 0 writes it). A Tracer exists with train.trace.
   RunLog(std::string run_dir, const TrainConfig& train, std::shared_ptr<comm::Communicator> comm);
 
@@ -76,12 +74,12 @@ class RunLog {
   const comm::GradSync* sync_ = nullptr;
   int64_t first_step_ = 0;
   int64_t last_step_ = 0;
-  Clock::time_point run_start_, interval_start_, progress_shown_;
+  core::Clock::time_point run_start_, interval_start_, progress_shown_;
   double loss_sum_ = 0;
   int64_t interval_steps_ = 0;
   double rank_grad_sq_sum_ = 0, mean_grad_sq_sum_ = 0;  // train.noise_scale, this interval
   comm::CommStats comm_before_, sync_before_;
-  Clock::time_point evaluation_start_;
+  core::Clock::time_point evaluation_start_;
   comm::CommStats evaluation_comm_;  // comm_'s statistics when the evaluation started
   int64_t evaluation_bytes_ = 0;     // this interval's evaluations moved these
   double evaluation_comm_seconds_ = 0;
