@@ -120,7 +120,7 @@ pid=$!
 ranks=()
 wait_step "$tmp/parts/metrics.jsonl" 3 300 && mapfile -t ranks < <(ranks_of "$tmp/parts")
 ((${#ranks[@]} == 2)) && signal_frozen 10 60 "${ranks[@]}" -- kill -USR1 "$pid" ||
-  { fail "SIGUSR1 did not reach the 2 ranks (${ranks[*]})"; kill -USR1 "$pid"; }
+  { fail "SIGUSR1 did not reach the 2 ranks (${ranks[*]}) from $pid"; signal_report "$pid" "${ranks[@]}"; kill -USR1 "$pid"; }
 wait "$pid"
 status=$?
 [[ $status == 75 ]] && grep -q "stopped on request after step" "$tmp/parts.log" && pass ||

@@ -37,10 +37,24 @@ pending() {
   return 1
 }
 
-# signal_frozen SIGNUM GUARD PIDS... -- COMMAND...: stops PIDS, runs COMMAND (which sends signal
-# SIGNUM to them, directly or through a launcher), waits until it is pending in one of them (the
-# ranks agree on a stop any of them was asked for; OpenMPI's mpirun forwards a signal to one rank
-# only), continues them. Status 1 when it did not arrive within GUARD seconds (they continue).
+# stopped PID...: status 0 when every thread of PIDS is stopped (state T). SIGSTOP takes effect
+# only when a thread next runs: a signal sent before that can still be taken by a handler (the
+# kernel delivers SIGUSR1, 10, before SIGSTOP, 19) and would never be seen pending.
+stopped() {
+  local pid task line state
+  for pid; do
+    for task in /proc/"$pid"/task/*; do
+      read -r line <"$task/stat" 2>/dev/null || continue  # a thread that just ended
+      state=${line##*) }
+      [[ ${state%% *} == [Tt] ]] || return 1
+    done
+  done
+}
+
+# signal_frozen SIGNUM GUARD PIDS... -- COMMAND...: stops PIDS and waits until they are stopped,
+# runs COMMAND (which sends signal SIGNUM to them, directly or through a launcher), waits until
+# it is pending in one of them (the ranks agree on a stop any of them was asked for), continues
+# them. Status 1 when they did not stop or it did not arrive within GUARD seconds (they continue).
 signal_frozen() {
   local signum=$1 deadline=$((SECONDS + $2)) pids=() status=0
   shift 2
@@ -50,6 +64,10 @@ signal_frozen() {
   done
   shift
   kill -STOP "${pids[@]}"
+  until stopped "${pids[@]}"; do
+    ((SECONDS < deadline)) || { kill -CONT "${pids[@]}"; return 1; }
+    sleep 0.02
+  done
   "$@" || status=1
   until pending "$signum" "${pids[@]}"; do
     ((SECONDS < deadline)) || { status=1; break; }
@@ -57,4 +75,18 @@ signal_frozen() {
   done
   kill -CONT "${pids[@]}"
   return $status
+}
+
+# signal_report PID...: each process's state and signal masks (for a failure message).
+signal_report() {
+  local pid
+  for pid; do
+    if [[ -r /proc/$pid/status ]]; then
+      echo "  $pid $(tr '\0' ' ' </proc/$pid/cmdline | cut -c1-80)"
+      grep -E '^(State|SigQ|SigPnd|ShdPnd|SigBlk|SigIgn|SigCgt):' "/proc/$pid/status" | tr '\n' ' '
+      echo
+    else
+      echo "  $pid: gone"
+    fi
+  done
 }
