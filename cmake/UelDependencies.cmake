@@ -10,6 +10,29 @@ find_package(PNG REQUIRED)
 find_package(JPEG REQUIRED)
 find_package(Threads REQUIRED)
 
+# uel's objects take LibTorch's _GLIBCXX_USE_CXX11_ABI (TORCH_CXX_FLAGS) while fmt, Boost and
+# GTest were built with the compiler's default: two std::string layouts would not link.
+if(TORCH_CXX_FLAGS MATCHES "_GLIBCXX_USE_CXX11_ABI=([01])")
+  set(_uel_torch_abi ${CMAKE_MATCH_1})
+  include(CheckCXXSourceCompiles)
+  check_cxx_source_compiles("#include <string>
+#if !_GLIBCXX_USE_CXX11_ABI
+#error pre-C++11 ABI
+#endif
+int main() { return 0; }" UEL_COMPILER_CXX11_ABI)
+  if(UEL_COMPILER_CXX11_ABI)
+    set(_uel_compiler_abi 1)
+  else()
+    set(_uel_compiler_abi 0)
+  endif()
+  if(NOT _uel_torch_abi EQUAL _uel_compiler_abi)
+    message(FATAL_ERROR "LibTorch (${Torch_DIR}) is built with _GLIBCXX_USE_CXX11_ABI="
+      "${_uel_torch_abi} but this compiler's libraries (fmt, Boost, GTest) use "
+      "${_uel_compiler_abi}: uel would not link. Use a LibTorch with the C++11 ABI (pip wheels "
+      "from torch 2.7 on, or the 'cxx11 ABI' LibTorch download)")
+  endif()
+endif()
+
 # A LibTorch built with CUDA (the GPU machines' wheel; Debian's is CPU only) brings c10_cuda.
 set(UEL_TORCH_CUDA OFF)
 if(C10_CUDA_LIBRARY)
@@ -42,11 +65,14 @@ endif()
 
 set(UEL_HAVE_NCCL OFF)
 if(UEL_HAVE_CUDA AND NOT UEL_USE_NCCL STREQUAL "OFF")
+  # Also the nvidia-nccl wheel beside a pip-installed torch (Torch_DIR is
+  # site-packages/torch/share/cmake/Torch); its lib/ has only libnccl.so.2.
+  get_filename_component(_uel_site_packages "${Torch_DIR}/../../../.." ABSOLUTE)
   find_path(NCCL_INCLUDE_DIR nccl.h
-    HINTS ${NCCL_ROOT} ENV NCCL_ROOT ${CUDAToolkit_INCLUDE_DIRS}
+    HINTS ${NCCL_ROOT} ENV NCCL_ROOT ${CUDAToolkit_INCLUDE_DIRS} ${_uel_site_packages}/nvidia/nccl
     PATH_SUFFIXES include)
-  find_library(NCCL_LIBRARY nccl
-    HINTS ${NCCL_ROOT} ENV NCCL_ROOT ${CUDAToolkit_LIBRARY_DIR}
+  find_library(NCCL_LIBRARY NAMES nccl libnccl.so.2
+    HINTS ${NCCL_ROOT} ENV NCCL_ROOT ${CUDAToolkit_LIBRARY_DIR} ${_uel_site_packages}/nvidia/nccl
     PATH_SUFFIXES lib lib64)
   if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY)
     set(UEL_HAVE_NCCL ON)

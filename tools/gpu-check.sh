@@ -301,18 +301,12 @@ if [[ $dry == 1 ]]; then
   want build && say "build: skipped (dry run): uses $uel"
 elif may_start build; then
   torch_cmake=$("$python" -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>/dev/null)
-  # NCCL of the nvidia-nccl wheel: its lib/ holds libnccl.so.2 only, a name find_library skips.
-  nccl=$("$python" -c 'import nvidia.nccl as m; print(list(m.__path__)[0])' 2>/dev/null)
-  nccl_args=()
-  if [[ -n $nccl && -f $nccl/include/nccl.h ]]; then
-    nccl_args=(-DNCCL_INCLUDE_DIR="$nccl/include" -DNCCL_LIBRARY="$(ls "$nccl"/lib/libnccl.so* | head -1)")
-  fi
   prefixes=$(IFS=';'; echo "$torch_cmake${cmake_prefix[*]:+;${cmake_prefix[*]}}")
   # TORCH_CUDA_ARCH_LIST: torch's CMake package would otherwise compile and run a probe. NCCL
-  # AUTO: a build without it still answers b, c and d; the line below says it is missing.
+  # AUTO (CMake also looks in the nvidia-nccl wheel beside torch): a build without it still
+  # answers b, c and d; the line below says it is missing.
   if TORCH_CUDA_ARCH_LIST=9.0 run configure 120 cmake -S . -B "$work" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DCMAKE_PREFIX_PATH="$prefixes" -DCUDAToolkit_ROOT="$cuda" -DUEL_USE_CUDA=ON -DUEL_USE_NCCL=AUTO \
-    "${nccl_args[@]}"; then
+    -DCMAKE_PREFIX_PATH="$prefixes" -DCUDAToolkit_ROOT="$cuda" -DUEL_USE_CUDA=ON -DUEL_USE_NCCL=AUTO; then
     configure_s=$took
     found=$(grep -o 'uel: LibTorch.*' "$logs/configure.log" | head -1)
     [[ $found == *"(CUDA ON), CUDA code ON, NCCL backend ON"* ]] ||

@@ -363,7 +363,8 @@ void Config::declare_comm(OptionSet& o) {
   o.add(
       "comm.check_order",
       &comm.check_order,
-      "debug: compare every collective across ranks before it runs (one extra exchange each)");
+      "debug: compare every collective across ranks before it runs (one extra exchange each; "
+      "nothing to compare with one rank)");
   o.add(
       "comm.bucket_mb",
       &comm.bucket_mb,

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <map>
 
 #include "uel/core/error.h"
 
@@ -74,6 +75,21 @@ int gpu_for_rank(
       device_count,
       visible.value_or("unset"));
   return local_rank % device_count;
+}
+
+void check_distinct_gpus(const std::vector<std::string>& gpus) {
+  std::map<std::string, int> first_rank;
+  for (int rank = 0; rank < static_cast<int>(gpus.size()); ++rank) {
+    const auto [it, fresh] = first_rank.emplace(gpus[rank], rank);
+    UEL_CHECK_CONFIG(
+        fresh,
+        "ranks {} and {} would both train on GPU {}, and NCCL refuses two ranks on one GPU "
+        "(is one CUDA_VISIBLE_DEVICES exported to every rank?); give each rank its own GPU "
+        "(launch/uel-run, srun --gpus-per-task=1) or share it with --comm.backend=mpi",
+        it->second,
+        rank,
+        gpus[rank]);
+  }
 }
 
 }  // namespace uel::comm

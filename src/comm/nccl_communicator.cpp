@@ -1,11 +1,19 @@
 #include "uel/comm/nccl_communicator.h"
 
+#include <unistd.h>
+
+#include <array>
+#include <cstring>
+#include <string>
+#include <vector>
+
 #include <ATen/ATen.h>
 #ifdef UEL_TORCH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAStream.h>
 #endif
 
+#include "uel/comm/gpu_binding.h"
 #include "uel/comm/order_check.h"
 #include "uel/comm/watchdog.h"
 #include "uel/core/error.h"
@@ -114,6 +122,25 @@ NcclCommunicator::NcclCommunicator(
   }
   UEL_MPI_CHECK(MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, bootstrap_), "broadcasting the NCCL id");
   UEL_CUDA_CHECK(cudaSetDevice(device_), "selecting cuda:{}", device_);
+  // Every rank learns every rank's GPU and refuses the same way (ncclCommInitRank would fail on
+  // some ranks only, or hang).
+  std::array<char, 256> gpu{};
+  gethostname(gpu.data(), 200);
+  const size_t host_length = std::strlen(gpu.data());
+  gpu[host_length] = ' ';
+  UEL_CUDA_CHECK(
+      cudaDeviceGetPCIBusId(gpu.data() + host_length + 1, 32, device_),
+      "reading the PCI bus id of cuda:{}",
+      device_);
+  std::vector<char> gpus(gpu.size() * size_);
+  UEL_MPI_CHECK(
+      MPI_Allgather(
+          gpu.data(), gpu.size(), MPI_CHAR, gpus.data(), gpu.size(), MPI_CHAR, bootstrap_),
+      "exchanging the ranks' GPUs");
+  std::vector<std::string> by_rank;
+  for (int r = 0; r < size_; ++r)
+    by_rank.emplace_back(gpus.data() + r * gpu.size());
+  check_distinct_gpus(by_rank);
   UEL_NCCL_CHECK(
       ncclCommInitRank(&comm_, size_, id, rank_),
       "joining NCCL as rank {} of {} on cuda:{} (one GPU per rank: NCCL refuses two ranks on one "
@@ -181,8 +208,12 @@ std::unique_ptr<Work> NcclCommunicator::run(
   const int device = device_;
   Watchdog::instance().begin(
       fmt::format("NCCL {} on cuda:{}", op_name(op), device_), [done, device]() {
-        cudaSetDevice(device);
-        return cudaEventQuery(done->event) != cudaErrorNotReady;
+        UEL_CUDA_CHECK(cudaSetDevice(device), "selecting cuda:{}", device);
+        const cudaError_t state = cudaEventQuery(done->event);
+        if (state == cudaErrorNotReady)
+          return false;
+        UEL_CUDA_CHECK(state, "waiting for the collective's completion event");
+        return true;
       });
   return std::make_unique<NcclWork>(std::move(done), device_);
 }

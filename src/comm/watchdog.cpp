@@ -44,8 +44,11 @@ State& state() {
 
 [[noreturn]] void fatal(const std::string& message) {
   log_error("{}", message);
-  fail_world(4);
-  std::_Exit(4);  // fail_world returns only without peers; nothing else can be trusted now
+  // With peers, MPI_Abort ends them too. Alone, no MPI call: the main thread may be inside
+  // one, and MPI_Finalize from this thread could wait for it forever.
+  if (world().size > 1)
+    fail_world(4);
+  std::_Exit(4);
 }
 
 void tick() {
@@ -57,7 +60,15 @@ void tick() {
     std::lock_guard<std::mutex> lock(s.mutex);
     const auto now = Clock::now();
     for (auto it = s.in_flight.begin(); it != s.in_flight.end();) {
-      if (it->second.probe && it->second.probe()) {
+      bool done = false;
+      try {
+        done = it->second.probe && it->second.probe();
+      } catch (const std::exception& e) {
+        // The device reports the operation failed: it will never finish.
+        if (failure.empty())
+          failure = fmt::format("{} failed: {}", it->second.what, e.what());
+      }
+      if (done) {
         it = s.in_flight.erase(it);
         s.retired.notify_all();
         continue;

@@ -1,6 +1,9 @@
 #include "uel/data/loader.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/DeviceGuard.h>
+#include <c10/core/StreamGuard.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 
 #include "uel/core/error.h"
 
@@ -78,6 +81,15 @@ void Loader::start_epoch(int64_t epoch, int64_t first_step) {
 }
 
 void Loader::worker_loop() {
+  // On a GPU a worker uses the rank's device (a new thread's default is GPU 0) and a stream of
+  // its own, so that its copy and augmentation overlap the training step.
+  std::optional<c10::DeviceGuard> device_guard;
+  std::optional<c10::StreamGuard> stream_guard;
+  if (options_.device.is_cuda()) {
+    device_guard.emplace(options_.device);
+    stream_guard.emplace(c10::impl::VirtualGuardImpl(options_.device.type())
+                             .getStreamFromGlobalPool(options_.device));
+  }
   while (true) {
     int64_t step = 0;
     int64_t epoch = 0;
@@ -123,6 +135,17 @@ std::optional<Batch> Loader::next() {
   ++next_to_return_;
   lock.unlock();
   changed_.notify_all();
+  if (batch.ready) {
+    // The consumer's stream waits for the worker's; the views are marked as used on it, so the
+    // caching allocator does not give their memory back to the worker's stream too early.
+    const c10::Stream stream =
+        c10::impl::VirtualGuardImpl(options_.device.type()).getStream(options_.device);
+    batch.ready->block(stream);
+    for (const at::Tensor& view : batch.views)
+      view.record_stream(stream);
+    for (const at::Tensor& labels : batch.rotation_labels)
+      labels.record_stream(stream);
+  }
   return batch;
 }
 
@@ -154,7 +177,11 @@ Batch Loader::make_batch(int64_t epoch, int64_t step, const std::vector<int64_t>
   batch.indices = at::tensor(indices, at::kLong);
   batch.items = at::tensor(local, at::kLong);
   batch.labels = at::tensor(labels, at::kLong);
-  at::Tensor images = dataset_->read(indices).to(options_.device);
+  at::Tensor images = dataset_->read(indices);
+  // From pinned memory the copy to a GPU runs on the worker's stream without blocking it.
+  images = options_.device.is_cuda()
+               ? images.pin_memory().to(options_.device, /*non_blocking=*/true)
+               : images.to(options_.device);
   for (int v = 0; v < options_.num_views; ++v) {
     // Keyed by dataset index: the same instance gets the same views whatever the batch split.
     AugmentedViews views = augmenter_->train_view(images, indices, epoch, v);
@@ -162,6 +189,11 @@ Batch Loader::make_batch(int64_t epoch, int64_t step, const std::vector<int64_t>
     if (augmenter_->config().rotation) {
       batch.rotation_labels.push_back(std::move(views.rotation_labels));
     }
+  }
+  if (options_.device.is_cuda()) {
+    batch.ready = std::make_shared<c10::Event>(options_.device.type());
+    batch.ready->record(
+        c10::impl::VirtualGuardImpl(options_.device.type()).getStream(options_.device));
   }
   return batch;
 }

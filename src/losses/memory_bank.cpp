@@ -167,16 +167,19 @@ BankLoss bank_loss(
   const double t = config.temperature;
   const int64_t n = bank.size();
 
+  // Each rank checks its own items where they are (host memory for a training batch): checked
+  // after the gather on a GPU, the check would make the host wait for the device.
+  UEL_CHECK(
+      items.numel() == 0 || (items.min().item<int64_t>() >= 0 && items.max().item<int64_t>() < n),
+      "bank_loss: items outside the bank's {} rows",
+      n);
+
   BankLoss out;
   const at::Tensor queries = comm::all_gather_with_grad(features, comm);
   out.items = comm.all_gather(items.to(features.device(), at::kLong));
   out.queries = queries.detach();
   const int64_t batch = queries.size(0);
   UEL_CHECK(batch == features.size(0) * world, "ranks disagree on the local batch size");
-  UEL_CHECK(
-      out.items.min().item<int64_t>() >= 0 && out.items.max().item<int64_t>() < n,
-      "bank_loss: items outside the bank's {} rows",
-      n);
 
   const ShardRange shard = bank.shard();
   const at::Tensor& rows = bank.rows();

@@ -119,11 +119,13 @@ void Optimizer::adapt_lars_gradients() {
       at::Tensor g = w.mutable_grad();
       if (!g.defined() || w.dim() <= 1)
         continue;
-      const double w_norm = w.norm().item<double>(), g_norm = g.norm().item<double>();
+      // In float64 on the device: reading the norms would make the host wait every step.
+      const at::Tensor w_norm = w.norm().to(at::kDouble), g_norm = g.norm().to(at::kDouble);
       // A zero weight or gradient (a fresh zero-initialised layer) keeps the plain step.
-      const double trust = w_norm > 0 && g_norm > 0
-                               ? lars_eta_ * w_norm / (g_norm + slot.weight_decay * w_norm)
-                               : 1.0;
+      const at::Tensor trust = at::where(
+          w_norm.gt(0).logical_and(g_norm.gt(0)),
+          lars_eta_ * w_norm / (g_norm + slot.weight_decay * w_norm),
+          at::ones_like(w_norm));
       g.add_(w, slot.weight_decay).mul_(trust);
     }
   }

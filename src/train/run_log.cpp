@@ -79,21 +79,27 @@ std::string RunLog::elapsed() const {
   return format_duration(seconds_since(run_start_));
 }
 
-void RunLog::step(int64_t epoch, int64_t global_step, const StepFigures& figures) {
+void RunLog::add(const StepFigures& figures) {
   loss_sum_ += figures.loss;
-  ++interval_steps_;
+  ++figures_read_;
   rank_grad_sq_sum_ += figures.rank_grad_sq;
   mean_grad_sq_sum_ += figures.mean_grad_sq;
+}
+
+void RunLog::step(int64_t epoch, int64_t global_step) {
+  ++interval_steps_;
   // The first and the last step always draw (a user sees the line start and its final state,
   // and what is drawn does not depend on the machine's speed); others at most every 0.25 s.
+  // The loss shown is the last interval's: reading this one's would make the host wait for
+  // the device.
   if (progress_line_enabled() && (global_step == first_step_ + 1 || global_step == last_step_ ||
                                   seconds_since(progress_shown_) >= 0.25)) {
     show_progress(fmt::format(
-        "epoch {} step {}/{} loss {:.4f} {:.0f} img/s ETA {}",
+        "epoch {} step {}/{}{} {:.0f} img/s ETA {}",
         epoch,
         global_step,
         last_step_,
-        loss_sum_ / interval_steps_,
+        last_loss_ ? fmt::format(" loss {:.4f}", *last_loss_) : std::string(),
         interval_steps_ * train_.batch_size / seconds_since(interval_start_),
         eta(global_step)));
     progress_shown_ = Clock::now();
@@ -113,7 +119,13 @@ void RunLog::interval(
   const double comm_seconds = now.total_seconds() - comm_before_.total_seconds() +
                               sync_now.total_seconds() - sync_before_.total_seconds() -
                               evaluation_comm_seconds_;
+  UEL_CHECK(
+      figures_read_ == interval_steps_,
+      "the interval has {} steps but the figures of {}",
+      interval_steps_,
+      figures_read_);
   const double mean_loss = loss_sum_ / interval_steps_;
+  last_loss_ = mean_loss;
   std::string method_text, method_json;
   for (const auto& [name, value] : method_metrics) {
     method_text += fmt::format(" {} {:.4f}", name, value);
@@ -163,7 +175,7 @@ void RunLog::interval(
       seconds_since(run_start_),
       method_json));
   loss_sum_ = 0;
-  interval_steps_ = 0;
+  interval_steps_ = figures_read_ = 0;
   comm_before_ = now;
   sync_before_ = sync_now;
   evaluation_bytes_ = 0;

@@ -44,6 +44,14 @@ Trainer::Trainer(RunConfig config, std::string run_dir)
   device_ = comm::select_device(config_.train.device, config_.comm.backend == "mpi");
   comm::set_check_order(config_.comm.check_order);
   comm_ = comm::make_communicator(config_.comm.backend, device_);
+  if (config_.comm.check_order && comm_->size() == 1)
+    log_warn(
+        "--comm.check_order=true compares the ranks' collectives; one rank has none to compare");
+  // Ranks agree every step whether to stop: over a device communicator, reading the answer
+  // would make the host wait for the step's kernels.
+  control_ = comm_->device().is_cpu()
+                 ? comm_
+                 : comm::make_communicator(comm_->size() > 1 ? "mpi" : "local", c10::kCPU);
 
   // The loader serves micro-batches; an optimizer step takes train.accumulate of them.
   const int64_t micro_batch = config_.train.batch_size / config_.train.accumulate;
@@ -141,13 +149,14 @@ Trainer::Trainer(RunConfig config, std::string run_dir)
 
 Trainer::~Trainer() = default;
 
-Trainer::StepEnd Trainer::train_step(
-    const std::function<data::Batch()>& next_batch, double lr, bool stop_requested) {
+at::Tensor Trainer::train_step(const std::function<data::Batch()>& next_batch, double lr) {
   optimizer_->set_lr(lr);
   model_->train();
   optimizer_->zero_grad();
   const int64_t micro_batches = config_.train.accumulate;
-  double loss_sum = 0;
+  // Summed on the device in float64 and read every train.log_every steps (read_figures): a read
+  // here would make the host wait for the step's kernels.
+  at::Tensor loss_sum = at::zeros({1}, at::TensorOptions().device(device_).dtype(at::kDouble));
   Tracer* const tracer = log_->tracer();
   Tracer::Span whole(tracer, "step");
   for (int64_t m = 0; m < micro_batches; ++m) {
@@ -160,7 +169,7 @@ Trainer::StepEnd Trainer::train_step(
     {
       Tracer::Span span(tracer, "forward");
       loss = method_->loss(*batch, methods::StepContext{model_, global_step_, m});
-      loss_sum += loss.item<double>();
+      loss_sum += loss.detach().to(at::kDouble).view({1});
     }
     Tracer::Span span(tracer, "backward");
     // Each micro-batch's loss is a mean over its samples: the step's is the mean of theirs.
@@ -181,26 +190,51 @@ Trainer::StepEnd Trainer::train_step(
     optimizer_->step();
     method_->after_step();
   }
-  // One all-reduce of a few doubles per step (the same collective on every rank): the loss
-  // summed and divided as kAvg does, how many ranks were asked to stop, and with
-  // train.noise_scale the gradients' squared norms (the average's is the same on every rank).
-  at::Tensor shared =
-      at::tensor({loss_sum / micro_batches, stop_requested ? 1.0 : 0.0}, at::kDouble).to(device_);
+  std::vector<at::Tensor> figures{loss_sum / static_cast<double>(micro_batches)};
   if (config_.train.noise_scale) {
     const comm::GradSync::SquaredNorms& norms = grad_sync_->squared_norms();
-    shared = at::cat({shared, norms.local.view({1}), norms.averaged.view({1})});
+    figures.push_back(norms.local.view({1}));
+    figures.push_back(norms.averaged.view({1}));
   }
-  comm_->all_reduce(shared, comm::ReduceOp::kSum);
-  shared = (shared.cpu() / comm_->size()).contiguous();
-  const double* values = shared.data_ptr<double>();
-  StepEnd end;
-  end.figures.loss = values[0];
-  end.stop = values[1] > 0;
-  if (config_.train.noise_scale) {
-    end.figures.rank_grad_sq = values[2];
-    end.figures.mean_grad_sq = values[3];
+  return at::cat(figures);
+}
+
+bool Trainer::agree_to_stop(bool requested) {
+  if (control_->size() == 1)
+    return requested;
+  // One small collective per step, the same on every rank, in host memory.
+  at::Tensor flag = at::full({1}, requested ? 1 : 0, at::kLong);
+  control_->all_reduce(flag, comm::ReduceOp::kMax);
+  return flag.item<int64_t>() > 0;
+}
+
+void Trainer::read_figures() {
+  if (unread_figures_.empty())
+    return;
+  // One all-reduce for the steps since the last read; each step's figures are summed over the
+  // ranks and divided as kAvg does, as when they were reduced step by step.
+  at::Tensor rows = at::stack(unread_figures_);
+  comm_->all_reduce(rows, comm::ReduceOp::kSum);
+  rows = (rows.cpu() / comm_->size()).contiguous();
+  const int64_t first = global_step_ - static_cast<int64_t>(unread_figures_.size()) + 1;
+  unread_figures_.clear();
+  const double* values = rows.data_ptr<double>();
+  for (int64_t i = 0; i < rows.size(0); ++i, values += rows.size(1)) {
+    StepFigures figures;
+    figures.loss = values[0];
+    UEL_CHECK(
+        std::isfinite(figures.loss),
+        "the loss is {} at step {}; training stopped, the last good checkpoint stays. Lower "
+        "--train.lr or {}",
+        figures.loss,
+        first + i,
+        method_->divergence_hint());
+    if (config_.train.noise_scale) {
+      figures.rank_grad_sq = values[1];
+      figures.mean_grad_sq = values[2];
+    }
+    log_->add(figures);
   }
-  return end;
 }
 
 int64_t Trainer::steps_per_epoch() const {
@@ -213,6 +247,7 @@ std::string Trainer::agreed_latest_checkpoint() {
 }
 
 void Trainer::save_checkpoint() {
+  read_figures();  // a non-finite loss stops the run before it reaches a checkpoint
   Tracer::Span span(log_->tracer(), "checkpoint");
   const std::string dir = checkpoint_dir(run_dir_, global_step_);
   // The position saved is the next step to run: after a whole epoch, the next epoch's start.
@@ -354,23 +389,18 @@ bool Trainer::run_epoch(int64_t last_step, const std::function<bool()>& stop_req
     const double epoch_position = epoch_ + static_cast<double>(step_in_epoch_) / steps_per_epoch;
     const double lr = learning_rate(
         config_.train.schedule, epoch_position, config_.train.epochs, config_.train.batch_size);
-    const StepEnd step = train_step(next_batch, lr, stop_requested && stop_requested());
+    unread_figures_.push_back(train_step(next_batch, lr));
+    const bool stop = agree_to_stop(stop_requested && stop_requested());
     ++global_step_;
     ++step_in_epoch_;
-    UEL_CHECK(
-        std::isfinite(step.figures.loss),
-        "the loss is {} at step {} (epoch {}); training stopped, the last good checkpoint stays. "
-        "Lower --train.lr or {}",
-        step.figures.loss,
-        global_step_,
-        epoch_,
-        method_->divergence_hint());
-    log_->step(epoch_, global_step_, step.figures);
-    if (global_step_ % config_.train.log_every == 0 || global_step_ == last_step)
+    log_->step(epoch_, global_step_);
+    if (global_step_ % config_.train.log_every == 0 || global_step_ == last_step) {
+      read_figures();
       log_->interval(epoch_, global_step_, lr, method_->step_metrics());
+    }
     if (config_.train.checkpoint_every > 0 && global_step_ % config_.train.checkpoint_every == 0)
       save_checkpoint();
-    if (step.stop && global_step_ < last_step)
+    if (stop && global_step_ < last_step)
       return true;
   }
   return false;

@@ -131,10 +131,12 @@ rc=$?
   pass || fail "noise scale with key gradients: exit $rc, $out"
 
 # --- progress line ----------------------------------------------------------------------------
-short=("${base[@]}" --train.batch_size=64 --eval.every=0 --train.max_steps=12 --train.log_every=100)
+short=("${base[@]}" --train.batch_size=64 --eval.every=0 --train.max_steps=12 --train.log_every=5)
 UEL_PROGRESS='' script -qec "'$uel' train ${short[*]} --out '$tmp/tty'" /dev/null >"$tmp/tty.out" 2>&1 ||
   fail "run on a terminal"
-grep -qaP '\repoch 0 step [0-9]+/12 loss [0-9.]+ [0-9]+ img/s ETA [0-9]+:[0-9]{2}:[0-9]{2}\e\[K' "$tmp/tty.out" &&
+# The loss shown is the last interval's (read every log_every steps): none yet at step 1.
+grep -qaP '\repoch 0 step 1/12 [0-9]+ img/s ETA [0-9]+:[0-9]{2}:[0-9]{2}\e\[K' "$tmp/tty.out" &&
+  grep -qaP '\repoch 0 step 12/12 loss [0-9.]+ [0-9]+ img/s ETA [0-9]+:[0-9]{2}:[0-9]{2}\e\[K' "$tmp/tty.out" &&
   pass || fail "no progress line on a terminal: $(head -c 300 "$tmp/tty.out" | od -c | head -5)"
 # The log line that follows erases the status line first.
 grep -qaP '\r\e\[K\[uel [0-9:]+\] epoch 0 step 12/12' "$tmp/tty.out" && pass || fail "progress line not cleared"

@@ -94,5 +94,17 @@ TEST(GpuBinding, NoDeviceOrMalformedVariablesAreConfigErrors) {
       "OMPI_COMM_WORLD_LOCAL_RANK='-1'");
 }
 
+TEST(GpuBinding, RanksOnOneGpuAreNamed) {
+  // The same GPU on another host, or another GPU on the same host, is not shared.
+  EXPECT_NO_THROW(check_distinct_gpus({"a 0000:01:00.0", "a 0000:02:00.0", "b 0000:01:00.0"}));
+  EXPECT_NO_THROW(check_distinct_gpus({}));
+  EXPECT_THROW_WITH(
+      check_distinct_gpus({"a 0000:01:00.0", "a 0000:02:00.0", "a 0000:01:00.0"}),
+      ConfigError,
+      "ranks 0 and 2 would both train on GPU a 0000:01:00.0");
+  EXPECT_THROW_WITH(
+      check_distinct_gpus({"a 0000:01:00.0", "a 0000:01:00.0"}), ConfigError, "--comm.backend=mpi");
+}
+
 }  // namespace
 }  // namespace uel::comm

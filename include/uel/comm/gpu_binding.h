@@ -6,6 +6,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace uel::comm {
 
@@ -27,5 +28,10 @@ int gpu_for_rank(
     int mpi_local_size,
     int device_count,
     bool share_gpus);
+
+// NCCL refuses two ranks on one GPU, and a one-entry CUDA_VISIBLE_DEVICES that is the same on
+// every rank (exported before mpirun) hides it from gpu_for_rank. `gpus`: each rank's GPU as
+// "host PCI-bus-id", indexed by rank. A ConfigError names the first ranks that share one.
+void check_distinct_gpus(const std::vector<std::string>& gpus);
 
 }  // namespace uel::comm

@@ -20,7 +20,8 @@ class Watchdog {
   double timeout() const;
 
   // Registers an in-flight operation. With a probe, the watchdog itself retires the operation
-  // once probe() returns true (asynchronous GPU work); without one, the caller calls end().
+  // once probe() returns true (asynchronous GPU work); a probe that throws (the device reports
+  // an error) ends the job with the exception's message. Without a probe the caller calls end().
   uint64_t begin(std::string what, std::function<bool()> probe = {});
   void end(uint64_t token);
 

@@ -144,6 +144,8 @@ template <class E, class... Args>
     }                                                       \
   } while (0)
 
+// NCCL's result names the kind of failure; ncclGetLastError (any communicator) says what
+// happened, e.g. which peer or transport.
 #define UEL_NCCL_CHECK(call, ...)                           \
   do {                                                      \
     const ncclResult_t uel_nccl_rc_ = (call);               \
@@ -152,8 +154,9 @@ template <class E, class... Args>
           __FILE__,                                         \
           __LINE__,                                         \
           #call,                                            \
-          "{} ({})",                                        \
+          "{} ({}); NCCL: {}",                              \
           ncclGetErrorString(uel_nccl_rc_),                 \
-          fmt::format(__VA_ARGS__));                        \
+          fmt::format(__VA_ARGS__),                         \
+          ncclGetLastError(nullptr));                       \
     }                                                       \
   } while (0)

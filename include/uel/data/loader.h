@@ -1,7 +1,9 @@
 #pragma once
 
 // The training input pipeline: sampler -> HDF5 read -> augmented views, prepared by background
-// threads a few steps ahead of the consumer.
+// threads a few steps ahead of the consumer. On a GPU the images go from pinned host memory to
+// the device and through the augmentation on each worker's own stream, ordered before the
+// consumer's work by an event (no host synchronisation).
 
 #include <condition_variable>
 #include <cstdint>
@@ -15,6 +17,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
+#include <c10/core/Event.h>
 
 #include "uel/data/augment.h"
 #include "uel/data/dataset.h"
@@ -30,6 +33,9 @@ struct Batch {
   at::Tensor items;                         // int64 [b], sampler positions (memory-bank rows)
   at::Tensor labels;                        // int64 [b]
   std::vector<at::Tensor> rotation_labels;  // num_views x int64 [b] when rotation is on
+  // On a GPU: recorded on the stream that made the views; Loader::next makes the caller's
+  // stream wait for it.
+  std::shared_ptr<c10::Event> ready;
 };
 
 struct LoaderOptions {
@@ -66,7 +72,7 @@ class Loader {
   // The next batch, starting the following epoch when one ends (benchmarks).
   Batch next_cycling();
 
-  // Builds one batch synchronously (what the workers run).
+  // Builds one batch synchronously on the current stream (what the workers run).
   Batch make_batch(int64_t epoch, int64_t step, const std::vector<int64_t>& order) const;
 
  private:

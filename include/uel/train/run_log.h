@@ -42,8 +42,11 @@ class RunLog {
   // The clocks start (just after a barrier, so the ranks' traces line up); the run trains steps
   // first_step + 1 ... last_step, with `sync`'s bucket all-reduces counted in the bytes.
   void start(const comm::GradSync& sync, int64_t first_step, int64_t last_step);
-  // After each optimizer step: accumulates the interval and draws the progress line when due.
-  void step(int64_t epoch, int64_t global_step, const StepFigures& figures);
+  // After each optimizer step: counts it and draws the progress line when due.
+  void step(int64_t epoch, int64_t global_step);
+  // One step's figures, read from the device later than the step (in step order); an interval
+  // has read all of its steps' figures.
+  void add(const StepFigures& figures);
   // Ends the interval at `global_step`: a log line and a metrics row.
   void interval(
       int64_t epoch,
@@ -77,6 +80,8 @@ class RunLog {
   core::Clock::time_point run_start_, interval_start_, progress_shown_;
   double loss_sum_ = 0;
   int64_t interval_steps_ = 0;
+  int64_t figures_read_ = 0;         // this interval's steps whose figures add() has seen
+  std::optional<double> last_loss_;  // the last interval's, for the progress line
   double rank_grad_sq_sum_ = 0, mean_grad_sq_sum_ = 0;  // train.noise_scale, this interval
   comm::CommStats comm_before_, sync_before_;
   core::Clock::time_point evaluation_start_;

@@ -45,8 +45,8 @@ class Trainer {
   ~Trainer();
 
   // Trains to the end of the schedule or to train.max_steps, resuming per train.resume. Every
-  // step the ranks agree whether any rank's `stop_requested` holds (inside the step's loss
-  // all-reduce); if so all stop after that step, write a checkpoint and return kStopped. The
+  // step the ranks agree whether any rank's `stop_requested` holds; if so all stop after that
+  // step, write a checkpoint and return kStopped. The
   // evaluation of an epoch whose last step was the stopping point is skipped.
   RunEnd run(const std::function<bool()>& stop_requested = {});
   // `steps` full training steps after `warmup` untimed ones.
@@ -69,14 +69,15 @@ class Trainer {
   }
 
  private:
-  // The step's figures averaged over ranks, and whether any rank asked to stop.
-  struct StepEnd {
-    StepFigures figures;
-    bool stop = false;
-  };
   // Runs the method on train.accumulate batches from `next_batch`, then one optimizer step.
-  StepEnd train_step(
-      const std::function<data::Batch()>& next_batch, double lr, bool stop_requested = false);
+  // Returns the step's figures on the device, unread: float64 [loss] (and with
+  // train.noise_scale the two squared gradient norms).
+  at::Tensor train_step(const std::function<data::Batch()>& next_batch, double lr);
+  // Whether any rank's request to stop holds (collective, every step, in host memory).
+  bool agree_to_stop(bool requested);
+  // Reduces the unread figures over the ranks (one collective), stops a run whose loss is not
+  // finite, and hands them to the run log; before each log line and checkpoint.
+  void read_figures();
   // Loads the checkpoint train.resume names (auto: the newest complete one); false if none.
   bool resume();
   // The steps of the epoch epoch_ from step_in_epoch_ on; true if a stop request ended it.
@@ -97,6 +98,8 @@ class Trainer {
   c10::Device device_{c10::kCPU};
   at::ScalarType dtype_ = at::kFloat;
   std::shared_ptr<comm::Communicator> comm_;
+  // The stop agreement's: comm_ on the CPU, else an MPI communicator in host memory.
+  std::shared_ptr<comm::Communicator> control_;
   data::TrainData input_;
   std::vector<int64_t> train_labels_;  // of input_.positions, for the methods' diagnostics
   std::unique_ptr<RunLog> log_;
@@ -108,6 +111,7 @@ class Trainer {
   int64_t epoch_ = 0;
   int64_t step_in_epoch_ = 0;
   int64_t global_step_ = 0;
+  std::vector<at::Tensor> unread_figures_;  // train_step's, of the steps up to global_step_
 };
 
 }  // namespace uel::train
