@@ -352,9 +352,13 @@ RunEnd Trainer::run(const std::function<bool()>& stop_requested) {
   bool stopped = false;
   for (; epoch_ < config_.train.epochs && global_step_ < last_step; ++epoch_, step_in_epoch_ = 0) {
     stopped = run_epoch(last_step, stop_requested);
-    if (stopped || step_in_epoch_ < steps_per_epoch())
+    if (step_in_epoch_ < steps_per_epoch())
       break;  // stopped by a request or by max_steps inside the epoch
+    // A stop on the epoch's last step still ends the epoch: the resumed run starts the next one
+    // and would never evaluate this one.
     end_epoch();
+    if (stopped)
+      break;
   }
   // A run stopped by max_steps or a request leaves a checkpoint to resume from. Saving is
   // collective, so rank 0 decides for everyone (a rank that missed DONE would otherwise save

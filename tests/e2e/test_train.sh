@@ -3,6 +3,8 @@
 #  - 10 ISIF steps with 2 ranks x 32 and 4 ranks x 16 match 1 rank x 64 (relative 1e-5),
 #  - a run interrupted after a checkpoint and resumed logs the same losses, digit for digit,
 #  - a non-finite loss stops the run with a message naming the step, the checkpoint stays,
+#  - a stop on an epoch's last step still writes that epoch's evaluation; the resumed run does not
+#    repeat it and ends with the uninterrupted run's losses and evaluations,
 #  - ISIF's kNN on 1,000 held-out images beats raw pixels' and is the same evaluated on 1 and 2
 #    ranks; uel's pixel baseline (--eval.features=pixels) is numpy's; NCE's loss falls over 2
 #    epochs,
@@ -65,6 +67,34 @@ grep -q "resumed from .*step-0000006" "$tmp/parts2.log" && pass || fail "the sec
 if diff <(losses "$tmp/whole/metrics.jsonl") <(losses "$tmp/parts/metrics.jsonl") >/dev/null; then pass; else
   fail "resumed losses differ"; diff <(losses "$tmp/whole/metrics.jsonl") <(losses "$tmp/parts/metrics.jsonl") | head; fi
 [[ $(ls "$tmp/parts/checkpoints" | wc -l) == 2 ]] && pass || fail "train.keep=2 kept $(ls "$tmp/parts/checkpoints")"
+
+# --- a stop on an epoch's last step -----------------------------------------------------------
+# strace sends SIGUSR1 as rank 0 opens metrics.jsonl for the row of the epoch's last step but
+# one: the ranks agree to stop after the last step, whatever the machine's speed. The epoch's
+# evaluation is still written, and the resumed run does not write it again.
+epoch=("${base[@]}" --data.classes=0-1 --train.batch_size=64 --eval.every=1 --eval.knn_k=20
+  --train.epochs=2)
+"$mpiexec" -np 2 "$uel" train "${epoch[@]}" --out "$tmp/epochs" >"$tmp/epochs.log" 2>&1 || fail "two epochs"
+per_epoch=$(grep -oE '[0-9]+ steps per epoch' "$tmp/epochs.log" | grep -oE '^[0-9]+')
+"$mpiexec" -np 2 bash -c 'if [[ $OMPI_COMM_WORLD_RANK == 0 ]]; then
+    exec strace -f -qq -o /dev/null -P "$1/metrics.jsonl" -e trace=openat \
+      -e inject=openat:signal=USR1:when=$(($2 - 1)) "${@:3}" --out "$1"
+  else exec "${@:3}" --out "$1"; fi' _ "$tmp/edge" "${per_epoch:-0}" "$uel" train "${epoch[@]}" \
+  >"$tmp/edge1.log" 2>&1
+rc=$?
+[[ $rc == 75 ]] && grep -q "stopped on request after step $per_epoch/" "$tmp/edge1.log" && pass ||
+  { fail "stop on the epoch's last step ($per_epoch): exit $rc"; tail -3 "$tmp/edge1.log"; }
+"$mpiexec" -np 2 "$uel" train "${epoch[@]}" --out "$tmp/edge" >"$tmp/edge2.log" 2>&1 || fail "resume after the edge"
+evaluations() { /usr/bin/python3 -c '
+import json, sys
+for line in open(sys.argv[1]):
+    row = json.loads(line)
+    if "loss" not in row: print({k: v for k, v in row.items() if k != "elapsed_s"})' "$1"; }
+[[ $(evaluations "$tmp/epochs/metrics.jsonl" | wc -l) == 2 ]] &&
+  diff <(evaluations "$tmp/epochs/metrics.jsonl") <(evaluations "$tmp/edge/metrics.jsonl") >/dev/null && pass ||
+  { fail "evaluations after a stop on the epoch's last step"; diff <(evaluations "$tmp/epochs/metrics.jsonl") <(evaluations "$tmp/edge/metrics.jsonl"); }
+if diff <(losses "$tmp/epochs/metrics.jsonl") <(losses "$tmp/edge/metrics.jsonl") >/dev/null; then pass; else
+  fail "losses after a stop on the epoch's last step"; fi
 
 # --- evaluation and embeddings of the run ----------------------------------------------------
 out=$("$mpiexec" -np 2 "$uel" eval --run "$tmp/whole" 2>&1 | tail -1)

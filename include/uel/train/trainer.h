@@ -46,8 +46,8 @@ class Trainer {
 
   // Trains to the end of the schedule or to train.max_steps, resuming per train.resume. Every
   // step the ranks agree whether any rank's `stop_requested` holds; if so all stop after that
-  // step, write a checkpoint and return kStopped. The
-  // evaluation of an epoch whose last step was the stopping point is skipped.
+  // step, write a checkpoint and return kStopped. A stop on an epoch's last step still ends the
+  // epoch (its checkpoint and evaluation): a resumed run neither misses nor repeats them.
   RunEnd run(const std::function<bool()>& stop_requested = {});
   // `steps` full training steps after `warmup` untimed ones.
   StepBenchmark benchmark(int64_t steps, int64_t warmup);
