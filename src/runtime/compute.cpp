@@ -2,8 +2,10 @@
 
 #include <dlfcn.h>
 #include <link.h>
+#include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdlib>
 #include <string>
@@ -31,10 +33,28 @@ int find_blas(dl_phdr_info* info, size_t, void* data) {
 
 }  // namespace
 
+int allowed_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) != 0)
+    return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return std::max(1, CPU_COUNT(&set));
+}
+
 void configure_compute(int threads, int local_ranks) {
+  const int allowed = allowed_cpus();
   if (threads <= 0) {
     const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    threads = std::max(1, cores / std::max(1, local_ranks));
+    threads = std::max(1, std::min(allowed, cores / std::max(1, local_ranks)));
+  } else if (threads > allowed) {
+    // mpirun binds a rank to one core unless told otherwise: more threads than CPUs share them
+    // and every step slows down (about half the speed at 2 threads on 1 core).
+    log_warn(
+        "--train.threads={} but this process may run on {} CPU(s) only (its affinity): start it "
+        "with mpirun --bind-to none or --map-by slot:PE={}, or lower --train.threads",
+        threads,
+        allowed,
+        threads);
   }
   at::set_num_threads(threads);
   // Up to a quarter of this rank's share of the machine's memory stays cached for reuse.

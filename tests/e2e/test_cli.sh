@@ -67,6 +67,14 @@ check "uel info describes the file" grep -q "images: 60000 x 28x28x1 uint8" <<<"
 check "uel info counts classes" grep -qE "9 Ankle boot +6000" <<<"$info"
 bench=$("$uel" bench loader --data.train="$tmp/fm/train.h5" --bench.steps=3 --bench.warmup=1)
 check "bench loader prints a JSON line" grep -q '"bench": "loader"' <<<"$bench"
+# A process bound to one CPU (as mpirun binds a lone rank): the default is one thread, and two
+# threads, which would share the CPU at about half the speed, are warned about with the fix.
+step=(bench step --data.train="$tmp/fm/test.h5" --model.width=8 --train.batch_size=32 --bench.steps=1)
+bench=$(taskset -c 0 "$uel" "${step[@]}" 2>&1)
+check "one allowed CPU: one thread by default" grep -q '"threads": 1,' <<<"$bench"
+bench=$(taskset -c 0 "$uel" "${step[@]}" --train.threads=2 2>&1)
+check "more threads than allowed CPUs: a warning with the fix" \
+  grep -qF -- "--train.threads=2 but this process may run on 1 CPU(s) only (its affinity): start it with mpirun --bind-to none or --map-by slot:PE=2" <<<"$bench"
 check "uel --version names the git sha" bash -c "'$uel' --version | grep -q 'git '"
 
 # --- bad input -------------------------------------------------------------------------------
