@@ -72,6 +72,8 @@ check "bench loader prints a JSON line" grep -q '"bench": "loader"' <<<"$bench"
 step=(bench step --data.train="$tmp/fm/test.h5" --model.width=8 --train.batch_size=32 --bench.steps=1)
 bench=$(taskset -c 0 "$uel" "${step[@]}" 2>&1)
 check "one allowed CPU: one thread by default" grep -q '"threads": 1,' <<<"$bench"
+check "bench step times after 20 warm-up steps by default" grep -q '1 steps after 20 warm-up steps' <<<"$bench"
+check "bench step's JSON names its warm-up" grep -q '"steps": 1, "warmup": 20,' <<<"$bench"
 bench=$(taskset -c 0 "$uel" "${step[@]}" --train.threads=2 2>&1)
 check "more threads than allowed CPUs: a warning with the fix" \
   grep -qF -- "--train.threads=2 but this process may run on 1 CPU(s) only (its affinity): start it with mpirun --bind-to none or --map-by slot:PE=2" <<<"$bench"
