@@ -9,6 +9,15 @@
 
 namespace uel::data {
 
+namespace {
+
+// The calling thread's current stream on `device`.
+c10::Stream current_stream(c10::Device device) {
+  return c10::impl::VirtualGuardImpl(device.type()).getStream(device);
+}
+
+}  // namespace
+
 Loader::Loader(
     std::shared_ptr<const ImageDataset> dataset,
     std::vector<int64_t> positions,
@@ -138,8 +147,7 @@ std::optional<Batch> Loader::next() {
   if (batch.ready) {
     // The consumer's stream waits for the worker's; the views are marked as used on it, so the
     // caching allocator does not give their memory back to the worker's stream too early.
-    const c10::Stream stream =
-        c10::impl::VirtualGuardImpl(options_.device.type()).getStream(options_.device);
+    const c10::Stream stream = current_stream(options_.device);
     batch.ready->block(stream);
     for (const at::Tensor& view : batch.views)
       view.record_stream(stream);
@@ -192,8 +200,7 @@ Batch Loader::make_batch(int64_t epoch, int64_t step, const std::vector<int64_t>
   }
   if (options_.device.is_cuda()) {
     batch.ready = std::make_shared<c10::Event>(options_.device.type());
-    batch.ready->record(
-        c10::impl::VirtualGuardImpl(options_.device.type()).getStream(options_.device));
+    batch.ready->record(current_stream(options_.device));
   }
   return batch;
 }

@@ -31,21 +31,25 @@ int find_blas(dl_phdr_info* info, size_t, void* data) {
   return 0;
 }
 
-}  // namespace
+int machine_cores() {
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
 
+// The CPUs this process may run on (its affinity, e.g. the core mpirun bound it to).
 int allowed_cpus() {
   cpu_set_t set;
   CPU_ZERO(&set);
   if (sched_getaffinity(0, sizeof(set), &set) != 0)
-    return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    return machine_cores();
   return std::max(1, CPU_COUNT(&set));
 }
+
+}  // namespace
 
 void configure_compute(int threads, int local_ranks) {
   const int allowed = allowed_cpus();
   if (threads <= 0) {
-    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    threads = std::max(1, std::min(allowed, cores / std::max(1, local_ranks)));
+    threads = std::max(1, std::min(allowed, machine_cores() / std::max(1, local_ranks)));
   } else if (threads > allowed) {
     // mpirun binds a rank to one core unless told otherwise: more threads than CPUs share them
     // and every step slows down (about half the speed at 2 threads on 1 core).
