@@ -90,6 +90,11 @@ void Config::declare_model(OptionSet& o) {
       "small_cnn: channels of the first layer",
       OptionSet::positive<int64_t>());
   o.add(
+      "model.depth",
+      &model.depth,
+      "small_cnn: 3x3 conv layers per stage (of four)",
+      OptionSet::positive<int64_t>());
+  o.add(
       "model.sync_bn",
       &model.sync_bn,
       "batch-norm statistics over all ranks (world-size invariant)");
@@ -360,6 +365,11 @@ void Config::declare_comm(OptionSet& o) {
       {"auto", "mpi", "nccl", "local"},
       "collectives: auto = nccl on GPUs, mpi on CPUs, local alone");
   o.add("comm.timeout_s", &comm.timeout_s, "a collective taking longer ends the job (<= 0: never)");
+  o.add(
+      "comm.stop_timeout_s",
+      &comm.stop_timeout_s,
+      "after a stop signal (SIGTERM, SIGUSR1), a collective taking longer ends the job with exit "
+      "status 4 (<= 0: only comm.timeout_s); keep it under the scheduler's KillWait");
   o.add(
       "comm.check_order",
       &comm.check_order,

@@ -9,6 +9,7 @@
 
 #include "commands.h"
 #include "uel/cli/config.h"
+#include "uel/comm/watchdog.h"
 #include "uel/comm/world.h"
 #include "uel/core/error.h"
 #include "uel/core/logging.h"
@@ -97,6 +98,8 @@ int run_train(const Args& args) {
         "--train.resume=none)");
   }
   start_ranks(config.train.threads);
+  comm::Watchdog::instance().bound_stop(
+      config.comm.stop_timeout_s, [] { return runtime::stop_signal() != 0; });
   train::Trainer trainer(config, out);
   if (trainer.run([] { return runtime::stop_signal() != 0; }) == train::RunEnd::kStopped) {
     log_info(

@@ -1,8 +1,10 @@
 #include "uel/comm/watchdog.h"
 
+#include <algorithm>
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "uel/comm/world.h"
@@ -34,6 +36,9 @@ struct State {
   std::map<uint64_t, std::function<std::string()>> checks;
   uint64_t next_id = 1;
   double timeout_s = 300;
+  double stop_timeout_s = 0;
+  std::function<bool()> stopping;
+  std::optional<Clock::time_point> stopped_at;  // first tick that saw stopping()
   bool started = false;
 };
 
@@ -59,6 +64,8 @@ void tick() {
   {
     std::lock_guard<std::mutex> lock(s.mutex);
     const auto now = Clock::now();
+    if (!s.stopped_at && s.stopping && s.stopping())
+      s.stopped_at = now;
     for (auto it = s.in_flight.begin(); it != s.in_flight.end();) {
       bool done = false;
       try {
@@ -81,6 +88,18 @@ void tick() {
             it->second.what,
             age,
             s.timeout_s);
+      }
+      if (s.stopped_at && s.stop_timeout_s > 0 && failure.empty()) {
+        const double waited =
+            std::chrono::duration<double>(now - std::max(it->second.start, *s.stopped_at)).count();
+        if (waited > s.stop_timeout_s) {
+          failure = fmt::format(
+              "{} has not finished {:.0f} s after the stop signal (--comm.stop_timeout_s={}); a "
+              "peer rank is stuck or dead, aborting the job before the scheduler kills it",
+              it->second.what,
+              waited,
+              s.stop_timeout_s);
+        }
       }
       ++it;
     }
@@ -128,6 +147,13 @@ void Watchdog::set_timeout(double seconds) {
 double Watchdog::timeout() const {
   std::lock_guard<std::mutex> lock(state().mutex);
   return state().timeout_s;
+}
+
+void Watchdog::bound_stop(double seconds, std::function<bool()> stopping) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  s.stop_timeout_s = seconds;
+  s.stopping = std::move(stopping);
 }
 
 uint64_t Watchdog::begin(std::string what, std::function<bool()> probe) {

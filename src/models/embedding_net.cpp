@@ -53,7 +53,9 @@ nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t
   return nn::Conv2d(nn::Conv2dOptions(in, out, kernel).stride(stride).padding(padding).bias(false));
 }
 
-// Four conv-BN-ReLU stages for 28x28 grayscale (or small RGB) images, global average pooling.
+// Four stages of model.depth 3x3 conv-BN-ReLU layers for 28x28 grayscale (or small RGB) images;
+// the first layer of stages 1-3 halves the map. Layers past the first of a stage are named
+// conv<stage>_<layer> so that depth 1 keeps the names of earlier checkpoints.
 class SmallCnnImpl : public BackboneImpl {
  public:
   SmallCnnImpl(const ModelConfig& c, const std::shared_ptr<comm::Communicator>& comm)
@@ -61,10 +63,14 @@ class SmallCnnImpl : public BackboneImpl {
     int64_t in = c.in_channels;
     for (int stage = 0; stage < 4; ++stage) {
       const int64_t out = c.width << stage;
-      convs_.push_back(
-          register_module(fmt::format("conv{}", stage), conv(in, out, 3, stage == 0 ? 1 : 2, 1)));
-      norms_.push_back(register_module(fmt::format("bn{}", stage), Norm2d(out, comm)));
-      in = out;
+      for (int64_t layer = 0; layer < c.depth; ++layer) {
+        const std::string suffix =
+            layer == 0 ? fmt::format("{}", stage) : fmt::format("{}_{}", stage, layer);
+        const int64_t stride = stage > 0 && layer == 0 ? 2 : 1;
+        convs_.push_back(register_module("conv" + suffix, conv(in, out, 3, stride, 1)));
+        norms_.push_back(register_module("bn" + suffix, Norm2d(out, comm)));
+        in = out;
+      }
     }
     out_features_ = in * grid_ * grid_;
   }
@@ -196,6 +202,7 @@ std::shared_ptr<BackboneImpl> make_backbone(
       "--model.stem='{}' is not one of cifar|imagenet",
       c.stem);
   UEL_CHECK_CONFIG(c.in_channels > 0 && c.width > 0, "--model.width must be positive");
+  UEL_CHECK_CONFIG(c.depth > 0, "--model.depth must be positive, got {}", c.depth);
   UEL_CHECK(!c.sync_bn || comm != nullptr, "model.sync_bn needs a communicator");
   if (!c.sync_bn)
     comm = nullptr;

@@ -170,6 +170,7 @@ void check_checkpoint_options(
        {"model.arch",
         "model.stem",
         "model.width",
+        "model.depth",
         "model.pool_grid",
         "model.low_dim",
         "train.method"}) {
@@ -198,6 +199,7 @@ const std::set<std::string>& run_control_options() {
       "data.prefetch",
       "eval.every",
       "comm.timeout_s",
+      "comm.stop_timeout_s",
       "train.trace",
       "train.trace_events",
       "train.noise_scale"};

@@ -9,7 +9,8 @@
 #            through mpirun, scancel --signal=USR1 --batch does the same once; prints the timeline;
 #   kill:    a rank killed with SIGKILL ends its job FAILED with a non-zero exit code and no rank
 #            left (the time is printed; 60 s only guard a hang), under srun and under mpirun; scancel (SIGTERM) ends a job
-#            CANCELLED, with a checkpoint and without a requeue.
+#            CANCELLED, with a checkpoint and without a requeue; SIGTERM while rank 1 is frozen
+#            ends the job with status 4 after comm.stop_timeout_s, naming the stuck collective.
 # Exits 77 (skipped) where Slurm cannot be stood up (no root, no packages).
 # usage: test_slurm.sh CASE UEL REPO
 set -uo pipefail
@@ -197,13 +198,17 @@ preempt)
   ;;
 
 kill)
+  # rank_one RUN: the pid of rank 1 of the job training into RUN, once it logged step 3.
+  rank_one() {
+    local pid
+    wait_step "$1/metrics.jsonl" 3 300 || return
+    for pid in $(ranks_of "$1"); do
+      tr '\0' '\n' <"/proc/$pid/environ" | grep -qx "OMPI_COMM_WORLD_RANK=1\|SLURM_PROCID=1" && echo "$pid"
+    done
+  }
   for launcher in srun mpirun; do
     job=$(UEL_LAUNCHER=$launcher submit uel-train "$repo/slurm/train.sbatch" "${endless[@]}" --out="$tmp/kill-$launcher")
-    victim=''
-    wait_step "$tmp/kill-$launcher/metrics.jsonl" 3 300 &&
-      for pid in $(ranks_of "$tmp/kill-$launcher"); do
-        tr '\0' '\n' <"/proc/$pid/environ" | grep -qx "OMPI_COMM_WORLD_RANK=1\|SLURM_PROCID=1" && victim=$pid
-      done
+    victim=$(rank_one "$tmp/kill-$launcher")
     [[ -n $victim ]] || { fail "$launcher: no rank 1 found to kill"; continue; }
     t_kill=$(now)
     kill -9 "$victim"
@@ -225,6 +230,27 @@ kill)
   [[ $state == CANCELLED && $(job_field "$job" JobState) == CANCELLED && $(job_field "$job" Restarts) == 0 ]] &&
     grep -q "not requeued" "$tmp/uel-train-$job.out" && ls "$tmp"/cancel/checkpoints/step-*/DONE >/dev/null 2>&1 &&
     pass || fail "scancel: the job ended $state, now $(job_field "$job" JobState), restarts $(job_field "$job" Restarts): $(grep -v 'epoch 0 step' "$tmp/uel-train-$job.out")"
+
+  # A stop signal while rank 1 is frozen (SIGSTOP): rank 0's collective cannot finish, and
+  # comm.stop_timeout_s (2 s here; comm.timeout_s 600) ends the job with status 4 naming it.
+  # scancel --signal=TERM sends SIGTERM without the SIGKILL at KillWait, so only uel can end it.
+  job=$(submit uel-train "$repo/slurm/train.sbatch" "${endless[@]}" --comm.timeout_s=600 \
+    --comm.stop_timeout_s=2 --out="$tmp/stuck")
+  victim=$(rank_one "$tmp/stuck")
+  if [[ -n $victim ]]; then
+    kill -STOP "$victim"
+    until stopped "$victim"; do sleep 0.02; done
+    t_sig=$(now)
+    scancel --signal=TERM "$job"
+    state=$(wait_end "$job" 60)
+    log=$tmp/uel-train-$job.out
+    echo "rank 1 frozen, SIGTERM: job $state with exit code $(job_field "$job" ExitCode) after $(since "$(now)" "$t_sig") s"
+    [[ $state == FAILED && $(job_field "$job" ExitCode) == 4:0 ]] &&
+      grep -qE ":0\] error: [a-z_]+ .* has not finished [0-9]+ s after the stop signal \(--comm.stop_timeout_s=2\)" "$log" &&
+      pass || { fail "a stop with a frozen rank ended $state, exit code $(job_field "$job" ExitCode)"; tail -8 "$log"; }
+  else
+    fail "no rank 1 found to freeze"
+  fi
   ;;
 
 *)

@@ -1,3 +1,5 @@
+#include <set>
+
 #include <torch/torch.h>
 
 #include <gtest/gtest.h>
@@ -58,6 +60,41 @@ TEST(Models, PoolGridKeepsCellsWhoseMeanIsTheGlobalAverage) {
         << "grid " << grid;
     EXPECT_EQ(net->forward(x).sizes(), (std::vector<int64_t>{3, 8}));
   }
+}
+
+// model.depth: each stage holds `depth` conv-BN layers (3 x 3, no bias); depth 1 keeps the names
+// of checkpoints written before the option, and the map halves once per stage past the first.
+TEST(Models, SmallCnnDepthStacksLayersPerStage) {
+  ModelConfig config;
+  config.in_channels = 1;
+  config.width = 4;
+  config.low_dim = 8;
+  for (const int64_t depth : {1, 3}) {
+    config.depth = depth;
+    EmbeddingNet net(config, nullptr);
+    std::set<std::string> keys;
+    int64_t conv_weights = 0;
+    for (const auto& p : net->named_parameters()) {
+      keys.insert(p.key());
+      if (p.value().dim() == 4) {
+        conv_weights += p.value().numel();
+      }
+    }
+    // channels 1 -> 4 -> 8 -> 16 -> 32, then (depth - 1) c -> c layers in each stage.
+    int64_t expected = 9 * (1 * 4 + 4 * 8 + 8 * 16 + 16 * 32);
+    for (const int64_t c : {4, 8, 16, 32}) {
+      expected += (depth - 1) * 9 * c * c;
+    }
+    EXPECT_EQ(conv_weights, expected) << "depth " << depth;
+    EXPECT_TRUE(keys.count("backbone.conv3.weight") && keys.count("backbone.bn3.bn.weight"));
+    EXPECT_EQ(
+        keys.count("backbone.conv3_2.weight") + keys.count("backbone.bn3_2.bn.bias"),
+        depth == 3 ? 2u : 0u);
+    EXPECT_EQ(keys.count("backbone.conv0_1.weight"), depth == 3 ? 1u : 0u);
+    EXPECT_EQ(net->features(torch::randn({2, 1, 28, 28})).sizes(), (std::vector<int64_t>{2, 32}));
+  }
+  config.depth = 0;
+  EXPECT_THROW_WITH(EmbeddingNet(config, nullptr), ConfigError, "--model.depth");
 }
 
 TEST(Models, ResNetParameterNamesFollowTorchvision) {

@@ -19,6 +19,11 @@ class Watchdog {
   void set_timeout(double seconds);
   double timeout() const;
 
+  // Once stopping() turns true (a stop signal: SIGTERM, then SIGKILL at the scheduler's
+  // KillWait), an operation may take at most `seconds` more (<= 0: only the timeout above), so
+  // that a rank stuck in a collective ends with its own message instead of the scheduler's kill.
+  void bound_stop(double seconds, std::function<bool()> stopping);
+
   // Registers an in-flight operation. With a probe, the watchdog itself retires the operation
   // once probe() returns true (asynchronous GPU work); a probe that throws (the device reports
   // an error) ends the job with the exception's message. Without a probe the caller calls end().

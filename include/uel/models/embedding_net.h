@@ -21,6 +21,7 @@ struct ModelConfig {
   std::string stem = "cifar";      // cifar (3x3 conv, no max-pool) | imagenet (7x7/2 + max-pool)
   int64_t low_dim = 128;
   int64_t width = 32;       // small_cnn: channels of its first layer (doubling after)
+  int64_t depth = 1;        // small_cnn: 3x3 conv-BN-ReLU layers per stage
   int64_t pool_grid = 1;    // backbone features: global average (1) or a grid x grid map
   int64_t in_channels = 3;  // follows the dataset
   bool sync_bn = false;     // batch statistics over all ranks (needs `comm`)

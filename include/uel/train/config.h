@@ -47,6 +47,7 @@ struct CommConfig {
   std::string backend = "auto";
   bool check_order = false;  // fingerprint every collective and compare across ranks (debug)
   double timeout_s = 300;
+  double stop_timeout_s = 20;  // after a stop signal; Slurm's KillWait is 30 s by default
   double bucket_mb = 25;
   double first_bucket_mb = 1;
 };
