@@ -67,7 +67,7 @@ std::optional<std::string> latest_checkpoint(const std::string& run_dir) {
   return std::nullopt;
 }
 
-void prune_checkpoints(const std::string& run_dir, int64_t keep) {
+void prune_checkpoints(const std::string& run_dir, int64_t keep, bool idle) {
   auto all = list_checkpoints(run_dir);
   int64_t complete_seen = 0;
   for (auto it = all.rbegin(); it != all.rend(); ++it) {
@@ -75,7 +75,7 @@ void prune_checkpoints(const std::string& run_dir, int64_t keep) {
     if (complete)
       ++complete_seen;
     // Keep the newest `keep` complete ones and anything newer than them (maybe being written).
-    if (complete_seen > keep || (!complete && complete_seen >= keep && keep > 0)) {
+    if (complete_seen > keep || (!complete && (idle || (complete_seen >= keep && keep > 0)))) {
       std::error_code ec;
       fs::remove_all(it->second, ec);
     }

@@ -319,6 +319,10 @@ bool Trainer::resume() {
     // Rank 0 decides for everyone: ranks that see the file system at different moments (DONE
     // written while they look, a lagging network file system) must not resume differently.
     from = agreed_latest_checkpoint();
+    // A job killed while it wrote or pruned checkpoints left extra folders; none is being
+    // written now, and `from` is the newest complete one, which stays.
+    if (comm_->rank() == 0)
+      prune_checkpoints(run_dir_, config_.train.keep, /*idle=*/true);
   }
   if (from.empty())
     return false;

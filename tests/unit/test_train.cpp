@@ -223,8 +223,16 @@ TEST(Checkpoint, OnlyCompleteOnesCountAndPruningKeepsTheNewest) {
   EXPECT_TRUE(fs::exists(checkpoint_dir(r, 20)));
   EXPECT_TRUE(fs::exists(checkpoint_dir(r, 30)));
   EXPECT_TRUE(fs::exists(checkpoint_dir(r, 40)));  // newer than the kept ones: left alone
-  std::ofstream(fs::path(checkpoint_dir(r, 20)) / "state.json") << "{\"epoch\": 1}";
-  EXPECT_THROW_WITH(read_state(checkpoint_dir(r, 20)), DataError, "lacks \"step_in_epoch\"");
+  // At start-up nothing is being written: what a killed job left goes, down to `keep`.
+  fs::create_directories(checkpoint_dir(r, 5));  // a partial folder older than the kept ones
+  mark_done(checkpoint_dir(r, 40));
+  fs::create_directories(checkpoint_dir(r, 50));
+  prune_checkpoints(r, 2, /*idle=*/true);
+  for (int64_t step : {5, 20, 50})
+    EXPECT_FALSE(fs::exists(checkpoint_dir(r, step))) << step;
+  EXPECT_TRUE(fs::exists(checkpoint_dir(r, 30)) && fs::exists(checkpoint_dir(r, 40)));
+  std::ofstream(fs::path(checkpoint_dir(r, 30)) / "state.json") << "{\"epoch\": 1}";
+  EXPECT_THROW_WITH(read_state(checkpoint_dir(r, 30)), DataError, "lacks \"step_in_epoch\"");
 }
 
 }  // namespace

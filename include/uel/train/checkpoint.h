@@ -28,8 +28,10 @@ struct CheckpointState {
 std::string checkpoint_dir(const std::string& run_dir, int64_t global_step);
 // The newest complete checkpoint of a run, if any.
 std::optional<std::string> latest_checkpoint(const std::string& run_dir);
-// Removes all but the newest `keep` complete checkpoints (and incomplete ones older than them).
-void prune_checkpoints(const std::string& run_dir, int64_t keep);
+// Removes all but the newest `keep` complete checkpoints, and the incomplete ones older than
+// them; with `idle` (no checkpoint is being written: at start-up) every incomplete one, so that
+// what a killed job left behind does not pile up.
+void prune_checkpoints(const std::string& run_dir, int64_t keep, bool idle = false);
 
 // Runs `write`, which writes files of checkpoint `dir`; a failed write (DataError) becomes one
 // that names the folder and says the newest complete checkpoint stays (the folder has no DONE).
