@@ -12,7 +12,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 name=$1 config=$2
 shift 2
-uel=${UEL:-build/src/cli/uel}
+# A private copy: a rebuild during the hour a row takes would otherwise rewrite (or briefly
+# remove) the binary its later `uel eval` calls start.
+uel=$(mktemp --suffix=.uel)
+trap 'rm -f "$uel"' EXIT
+cp "${UEL:-build/src/cli/uel}" "$uel" && chmod 755 "$uel"
 out=${QUALITY_OUT:-runs/quality.jsonl}
 run=runs/quality/$name
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 UEL_PROGRESS=plain
