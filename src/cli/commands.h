@@ -19,6 +19,7 @@ int run_train(const Args& args);
 int run_eval(const Args& args);
 int run_embed(const Args& args);
 int run_cluster(const Args& args);
+int run_neighbours(const Args& args);
 int run_report(const Args& args);
 
 // Set-up of every command that computes on ranks: MPI (or world size 1), then LibTorch threads

@@ -30,6 +30,8 @@ const std::map<std::string, Command>& commands() {
       {"train", {uel::cli::run_train, "train an embedding (mpirun/srun for several ranks)"}},
       {"eval", {uel::cli::run_eval, "evaluate a run's latest checkpoint (kNN, Recall@K, NMI)"}},
       {"embed", {uel::cli::run_embed, "write a dataset's embeddings to HDF5"}},
+      {"neighbours",
+       {uel::cli::run_neighbours, "top-k rows of an embeddings file for query rows (JSON)"}},
       {"report", {uel::cli::run_report, "plots and a table of training runs (sweeps, scaling)"}},
   };
   return table;

@@ -124,7 +124,7 @@ expect_exit "bank benchmark size" 2 "--bench.bank_rows: 0.5 is not a positive wh
   "$uel" bench bank --bench.bank_rows=0.5
 
 # --- help, messages and exit statuses a new user meets -----------------------------------------
-for command in prepare info bench cluster train eval embed "bench loader" "bench comm" "bench step" \
+for command in prepare info bench cluster neighbours train eval embed "bench loader" "bench comm" "bench step" \
   "bench bank" "bench kmeans" "prepare fashion-mnist"; do
   # shellcheck disable=SC2086
   check "uel $command --help works" bash -c "'$uel' $command --help | grep -q '^usage: '"

@@ -9,7 +9,8 @@
 #    ranks; uel's pixel baseline (--eval.features=pixels) is numpy's; NCE's loss falls over 2
 #    epochs,
 #  - uel eval and uel embed read the run; every protocol gives the same figures on 1 and 2 ranks,
-#    Recall@K equals numpy's brute force on the embeddings, an unseen-category run evaluates on
+#    Recall@K equals numpy's brute force on the embeddings, so does uel neighbours (also on 2
+#    ranks), an unseen-category run evaluates on
 #    the test images of the classes it never saw, uel cluster's NMI is sklearn's on its
 #    assignments and its inertia within 1% of sklearn's KMeans(n_init=10),
 #  - the memory bank (nce): a 4-rank checkpoint resumed on 4, 2 and 1 ranks gives the same next
@@ -149,6 +150,35 @@ for k in (1, 2, 4, 8):
     assert abs(got[f"recall@{k}"] - want) <= 0.011, (k, got, want)
 assert 0 < got["nmi"] <= 1 and got["queries"] == 10000, got
 PY
+
+# --- uel neighbours: the same on 1 and 2 ranks, numpy's brute force, bad queries refused -----
+for np in 1 2; do
+  "$mpiexec" -np $np "$uel" neighbours --data "$tmp/emb.h5" --query 0,4999,5000,9999 --k 5 \
+    >"$tmp/nb$np.jsonl" 2>"$tmp/nb$np.err" || fail "uel neighbours on $np ranks: $(cat "$tmp/nb$np.err")"
+done
+if [[ -s $tmp/nb1.jsonl ]] && diff "$tmp/nb1.jsonl" "$tmp/nb2.jsonl" >/dev/null; then pass; else
+  fail "uel neighbours on 1 and 2 ranks differ"; fi
+/usr/bin/python3 - "$tmp/emb.h5" "$tmp/nb1.jsonl" <<'PY' && pass || fail "uel neighbours differs from numpy's brute force"
+import json, sys, h5py, numpy as np
+with h5py.File(sys.argv[1], "r") as f:
+    e, l = f["embeddings"][:].astype(np.float64), f["labels"][:]
+got = [json.loads(line) for line in open(sys.argv[2])]
+assert len(got) == 4 * 5, len(got)
+for q in (0, 4999, 5000, 9999):
+    s = e @ e[q]
+    s[q] = -np.inf  # the query is not its own neighbour
+    want = np.argsort(-s, kind="stable")[:5]
+    rows = [r for r in got if r["query"] == q]
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5], rows
+    for r, w in zip(rows, want):
+        # float32 embeddings: a near-tie may swap two rows; their similarities still agree.
+        assert r["index"] == w or abs(s[r["index"]] - s[w]) < 1e-6, (q, r, w)
+        assert abs(r["similarity"] - s[r["index"]]) < 1e-5 and r["label"] == l[r["index"]], (q, r)
+        assert r["query_label"] == l[q], (q, r)
+print("uel neighbours: 4 queries x 5 neighbours equal numpy's brute force")
+PY
+out=$("$uel" neighbours --data "$tmp/emb.h5" --query 3,10000 2>&1)
+[[ $? == 2 ]] && grep -q "row 10000 is outside the 10000 rows" <<<"$out" && pass || fail "a query past the rows: $out"
 
 # --- unseen categories: train on classes 0-4, evaluate on the test images of 5-9 --------------
 "$uel" train "${base[@]}" --train.batch_size=64 --data.classes=0-4 --data.test_classes=5-9 --eval.every=1 \
