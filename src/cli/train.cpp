@@ -98,10 +98,10 @@ int run_train(const Args& args) {
         "--train.resume=none)");
   }
   start_ranks(config.train.threads);
-  comm::Watchdog::instance().bound_stop(
-      config.comm.stop_timeout_s, [] { return runtime::stop_signal() != 0; });
+  const auto stop_requested = [] { return runtime::stop_signal() != 0; };
+  comm::Watchdog::instance().bound_stop(config.comm.stop_timeout_s, stop_requested);
   train::Trainer trainer(config, out);
-  if (trainer.run([] { return runtime::stop_signal() != 0; }) == train::RunEnd::kStopped) {
+  if (trainer.run(stop_requested) == train::RunEnd::kStopped) {
     log_info(
         "exit status {}: stopped by a signal (SIGUSR1 or SIGTERM); the same command resumes",
         kExitStopped);

@@ -9,8 +9,8 @@
 #    ranks; uel's pixel baseline (--eval.features=pixels) is numpy's; NCE's loss falls over 2
 #    epochs,
 #  - uel eval and uel embed read the run; every protocol gives the same figures on 1 and 2 ranks,
-#    Recall@K equals numpy's brute force on the embeddings, so does uel neighbours (also on 2
-#    ranks), an unseen-category run evaluates on
+#    Recall@K equals numpy's brute force on the embeddings, so does uel neighbours (the same on
+#    1, 2 and 4 ranks, with comm.check_order), an unseen-category run evaluates on
 #    the test images of the classes it never saw, uel cluster's NMI is sklearn's on its
 #    assignments and its inertia within 1% of sklearn's KMeans(n_init=10),
 #  - the memory bank (nce): a 4-rank checkpoint resumed on 4, 2 and 1 ranks gives the same next
@@ -151,13 +151,16 @@ for k in (1, 2, 4, 8):
 assert 0 < got["nmi"] <= 1 and got["queries"] == 10000, got
 PY
 
-# --- uel neighbours: the same on 1 and 2 ranks, numpy's brute force, bad queries refused -----
-for np in 1 2; do
+# --- uel neighbours: the same on 1, 2 and 4 ranks, numpy's brute force, bad queries refused --
+for np in 1 2 4; do
   "$mpiexec" -np $np "$uel" neighbours --data "$tmp/emb.h5" --query 0,4999,5000,9999 --k 5 \
-    >"$tmp/nb$np.jsonl" 2>"$tmp/nb$np.err" || fail "uel neighbours on $np ranks: $(cat "$tmp/nb$np.err")"
+    --comm.check_order=true >"$tmp/nb$np.jsonl" 2>"$tmp/nb$np.err" ||
+    fail "uel neighbours on $np ranks: $(cat "$tmp/nb$np.err")"
 done
-if [[ -s $tmp/nb1.jsonl ]] && diff "$tmp/nb1.jsonl" "$tmp/nb2.jsonl" >/dev/null; then pass; else
-  fail "uel neighbours on 1 and 2 ranks differ"; fi
+for np in 2 4; do
+  if [[ -s $tmp/nb1.jsonl ]] && diff "$tmp/nb1.jsonl" "$tmp/nb$np.jsonl" >/dev/null; then pass; else
+    fail "uel neighbours on 1 and $np ranks differ"; fi
+done
 /usr/bin/python3 - "$tmp/emb.h5" "$tmp/nb1.jsonl" <<'PY' && pass || fail "uel neighbours differs from numpy's brute force"
 import json, sys, h5py, numpy as np
 with h5py.File(sys.argv[1], "r") as f:
