@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # README command 1: installs what is missing, builds, prepares Fashion-MNIST, trains ISIF on two
 # MPI ranks for a few minutes (3 epochs of configs/fmnist-isif.ini), evaluates the run with the
-# weighted kNN and 1-NN protocols and prints them next to uel's pixel baseline on the same split.
+# weighted kNN and 1-NN protocols, prints them next to uel's pixel baseline on the same split, and
+# draws the embedding (`uel show`: retrieval grid, maps beside the pixels', per-class kNN).
 # DEMO_EPOCHS=20 reproduces the full recipe (about 30 minutes on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
-bash tools/build.sh
+UEL_BUILD_TARGET=uel bash tools/build.sh  # the tests build with README's second command
 uel=build/src/cli/uel
 if [[ ! -f data/fmnist/train.h5 || ! -f data/fmnist/test.h5 ]]; then
   "$uel" prepare fashion-mnist --src /usr/share/datasets/fashion-mnist --out data/fmnist
@@ -35,3 +36,5 @@ Fashion-MNIST test set against the training set (top-1 %):
   ISIF, ${epochs} epochs on 2 ranks      ${knn}                         ${nn1}
   pixels (centred, L2-normalised)  ${pixels_knn}                         ${pixels_nn1}
 TEXT
+mpirun -np 2 "$uel" show --run "$run" --out "$run/show"
+echo "Pictures of the embedding: $run/show/show.md (grid.png, map.png, classes.png)"

@@ -21,9 +21,14 @@ int run_embed(const Args& args);
 int run_cluster(const Args& args);
 int run_neighbours(const Args& args);
 int run_report(const Args& args);
+int run_show(const Args& args);
 
 // Set-up of every command that computes on ranks: MPI (or world size 1), then LibTorch threads
 // (`threads` per rank, 0 = this rank's share of the cores) and the CPU allocator.
 const comm::WorldInfo& start_ranks(int threads);
+
+// Runs `python3 SCRIPT ARGS...` and returns its exit status; the environment variable `env`
+// overrides the script's path (a uel installed away from its sources).
+int run_script(const char* env, const std::string& script, const std::vector<std::string>& args);
 
 }  // namespace uel::cli

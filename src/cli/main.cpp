@@ -32,6 +32,7 @@ const std::map<std::string, Command>& commands() {
       {"embed", {uel::cli::run_embed, "write a dataset's embeddings to HDF5"}},
       {"neighbours",
        {uel::cli::run_neighbours, "top-k rows of an embeddings file for query rows (JSON)"}},
+      {"show", {uel::cli::run_show, "retrieval grid, embedding maps and per-class kNN as PNGs"}},
       {"report", {uel::cli::run_report, "plots and a table of training runs (sweeps, scaling)"}},
   };
   return table;

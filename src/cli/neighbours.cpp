@@ -1,6 +1,5 @@
-// uel neighbours: the top-k rows of an embeddings file for chosen query rows, as JSON lines. The
-// file stays sharded across ranks (each reads its own rows); the sharded top-k merge of the
-// evaluation ranks them, so the result is the same on any number of ranks.
+// uel neighbours: the top-k rows of an embeddings file for chosen query rows, as JSON lines
+// (nearest.h).
 
 #include <cstdio>
 #include <string>
@@ -10,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "commands.h"
+#include "nearest.h"
 #include "uel/cli/config.h"
 #include "uel/comm/watchdog.h"
 #include "uel/comm/world.h"
@@ -19,10 +19,9 @@
 
 namespace uel::cli {
 
-namespace {
-
 // "3,17,42" -> {3, 17, 42}, each in [0, rows).
-std::vector<int64_t> parse_rows(const std::string& spec, int64_t rows, const std::string& data) {
+std::vector<int64_t> parse_rows(
+    const std::string& spec, int64_t rows, const std::string& option, const std::string& data) {
   std::vector<int64_t> out;
   size_t start = 0;
   while (start <= spec.size()) {
@@ -37,12 +36,15 @@ std::vector<int64_t> parse_rows(const std::string& spec, int64_t rows, const std
     }
     UEL_CHECK_CONFIG(
         used == item.size() && !item.empty(),
-        "--query='{}': '{}' is not a row index; write e.g. --query 0,17",
+        "--{}='{}': '{}' is not a row index; write e.g. --{} 0,17",
+        option,
         spec,
-        item);
+        item,
+        option);
     UEL_CHECK_CONFIG(
         row >= 0 && row < rows,
-        "--query: row {} is outside the {} rows of '{}' (0-{})",
+        "--{}: row {} is outside the {} rows of '{}' (0-{})",
+        option,
         row,
         rows,
         data,
@@ -53,7 +55,69 @@ std::vector<int64_t> parse_rows(const std::string& spec, int64_t rows, const std
   return out;
 }
 
-}  // namespace
+Nearest nearest_rows(
+    const data::EmbeddingRows& rows,
+    const std::vector<int64_t>& queries,
+    int64_t k,
+    comm::Communicator& comm) {
+  const int64_t nq = static_cast<int64_t>(queries.size()), n = rows.embeddings.size(0);
+  const bool labelled = rows.labels.defined();  // the same file on every rank
+  // Each query row lives on one rank: it contributes the row (and label), the others zeros, so
+  // a sum gives every rank the exact rows.
+  at::Tensor vectors = at::zeros({nq, rows.embeddings.size(1)}, rows.embeddings.options());
+  at::Tensor labels = at::zeros({nq}, at::kLong);
+  for (int64_t i = 0; i < nq; ++i) {
+    const int64_t local = queries[i] - rows.begin;
+    if (local >= 0 && local < n) {
+      vectors[i].copy_(rows.embeddings[local]);
+      if (labelled)
+        labels[i] = rows.labels[local];
+    }
+  }
+  comm.all_reduce(vectors, comm::ReduceOp::kSum);
+  comm.all_reduce(labels, comm::ReduceOp::kSum);
+  Nearest out;
+  out.queries = queries;
+  if (labelled)
+    out.query_labels = labels;
+  out.top = eval::sharded_top_k(
+      vectors,
+      rows.embeddings,
+      labelled ? rows.labels.to(at::kLong) : at::Tensor(),
+      k,
+      comm,
+      at::tensor(queries, at::kLong));
+  return out;
+}
+
+void write_json_lines(const Nearest& nearest, std::FILE* out) {
+  const eval::TopK& top = nearest.top;
+  for (size_t i = 0; i < nearest.queries.size(); ++i) {
+    for (int64_t j = 0; j < top.indices.size(1); ++j) {
+      const int64_t index = top.indices[i][j].item<int64_t>();
+      if (index < 0)
+        break;  // fewer rows than k
+      std::string label_fields;
+      if (nearest.query_labels.defined()) {
+        label_fields = fmt::format(
+            R"(, "query_label": {}, "label": {})",
+            nearest.query_labels[i].item<int64_t>(),
+            top.labels[i][j].item<int64_t>());
+      }
+      std::fprintf(
+          out,
+          "%s\n",
+          fmt::format(
+              R"({{"query": {}, "rank": {}, "index": {}, "similarity": {:.7f}{}}})",
+              nearest.queries[i],
+              j + 1,
+              index,
+              top.values[i][j].item<double>(),
+              label_fields)
+              .c_str());
+    }
+  }
+}
 
 int run_neighbours(const Args& args) {
   Config config;
@@ -78,58 +142,10 @@ int run_neighbours(const Args& args) {
   comm::set_check_order(config.comm.check_order);
   auto comm = comm::make_communicator(config.comm.backend, c10::Device(c10::kCPU));
   const data::EmbeddingRows rows = data::read_embedding_shard(data, world.rank, world.size);
-  const std::vector<int64_t> queries = parse_rows(query, rows.total, data);
-  const int64_t nq = static_cast<int64_t>(queries.size()), n = rows.embeddings.size(0);
-  const bool labelled = rows.labels.defined();  // the same file on every rank
-
-  // Each query row lives on one rank: it contributes the row (and label), the others zeros, so
-  // a sum gives every rank the exact rows.
-  at::Tensor vectors = at::zeros({nq, rows.embeddings.size(1)}, rows.embeddings.options());
-  at::Tensor labels = at::zeros({nq}, at::kLong);
-  for (int64_t i = 0; i < nq; ++i) {
-    const int64_t local = queries[i] - rows.begin;
-    if (local >= 0 && local < n) {
-      vectors[i].copy_(rows.embeddings[local]);
-      if (labelled)
-        labels[i] = rows.labels[local];
-    }
-  }
-  comm->all_reduce(vectors, comm::ReduceOp::kSum);
-  comm->all_reduce(labels, comm::ReduceOp::kSum);
-  const at::Tensor exclude = at::tensor(queries, at::kLong);
-  const eval::TopK top = eval::sharded_top_k(
-      vectors,
-      rows.embeddings,
-      labelled ? rows.labels.to(at::kLong) : at::Tensor(),
-      k,
-      *comm,
-      exclude);
-  if (world.rank != 0)
-    return 0;
-  for (int64_t i = 0; i < nq; ++i) {
-    for (int64_t j = 0; j < top.indices.size(1); ++j) {
-      const int64_t index = top.indices[i][j].item<int64_t>();
-      if (index < 0)
-        break;  // fewer rows than k
-      std::string label_fields;
-      if (labelled) {
-        label_fields = fmt::format(
-            R"(, "query_label": {}, "label": {})",
-            labels[i].item<int64_t>(),
-            top.labels[i][j].item<int64_t>());
-      }
-      std::printf(
-          "%s\n",
-          fmt::format(
-              R"({{"query": {}, "rank": {}, "index": {}, "similarity": {:.7f}{}}})",
-              queries[i],
-              j + 1,
-              index,
-              top.values[i][j].item<double>(),
-              label_fields)
-              .c_str());
-    }
-  }
+  const Nearest nearest =
+      nearest_rows(rows, parse_rows(query, rows.total, "query", data), k, *comm);
+  if (world.rank == 0)
+    write_json_lines(nearest, stdout);
   return 0;
 }
 

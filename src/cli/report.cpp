@@ -3,12 +3,6 @@
 // arguments and hands the script the options that do not change what a run computes, so that
 // "runs that differ only in ranks" means what it means for a resume.
 
-#include <spawn.h>
-#include <sys/wait.h>
-
-#include <cerrno>
-#include <cstdlib>
-#include <cstring>
 #include <filesystem>
 
 #include <fmt/ranges.h>
@@ -17,8 +11,6 @@
 #include "uel/cli/options.h"
 #include "uel/core/error.h"
 #include "uel/train/checkpoint.h"
-
-extern char** environ;
 
 namespace uel::cli {
 
@@ -43,40 +35,13 @@ int run_report(const Args& args) {
           file);
     }
   }
-  const char* from_env = std::getenv("UEL_REPORT_SCRIPT");
-  const std::string script = from_env != nullptr ? from_env : UEL_REPORT_SCRIPT;
-  UEL_CHECK_DATA(
-      fs::is_regular_file(script),
-      "the report script '{}' is missing; set UEL_REPORT_SCRIPT to tools/uel_report.py of the uel "
-      "sources",
-      script);
-  std::vector<std::string> argv = {
-      "/usr/bin/python3",
-      script,
+  std::vector<std::string> script_args = {
       "--out",
       out,
       "--run-control",
       fmt::format("{}", fmt::join(train::run_control_options(), ","))};
-  argv.insert(argv.end(), runs.begin(), runs.end());
-  std::vector<char*> c_argv;
-  for (std::string& a : argv)
-    c_argv.push_back(a.data());
-  c_argv.push_back(nullptr);
-  pid_t pid = 0;
-  const int spawned = posix_spawn(&pid, c_argv[0], nullptr, nullptr, c_argv.data(), environ);
-  UEL_CHECK_DATA(
-      spawned == 0,
-      "could not run {}: {}; apt-get install python3",
-      c_argv[0],
-      std::strerror(spawned));
-  int status = 0;
-  pid_t waited = 0;
-  do {
-    waited = waitpid(pid, &status, 0);
-  } while (waited < 0 && errno == EINTR);
-  UEL_CHECK(waited == pid, "waiting for {}: {}", script, std::strerror(errno));
-  // The script's own exit status (its messages follow uel's: 2 arguments, 3 data).
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+  script_args.insert(script_args.end(), runs.begin(), runs.end());
+  return run_script("UEL_REPORT_SCRIPT", UEL_REPORT_SCRIPT, script_args);
 }
 
 }  // namespace uel::cli

@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <numeric>
 #include <optional>
 
 #include <ATen/ATen.h>
@@ -138,43 +139,66 @@ int run_eval(const Args& args) {
 int run_embed(const Args& args) {
   Config config;
   std::string run, data, out;
-  OptionSet options("[mpirun -np N] uel embed --run RUN --data F.h5 --out E.h5");
+  OptionSet options("[mpirun -np N] uel embed --run RUN [--data F.h5] --out E.h5");
   config.declare(options);
   options.add("run", &run, "run folder of `uel train`");
-  options.add("data", &data, "dataset to embed (HDF5 from `uel prepare`)");
-  options.add("out", &out, "output HDF5: /embeddings float32 [N, low_dim], /labels int64 [N]");
+  options.add(
+      "data",
+      &data,
+      "dataset to embed, every row (HDF5 from `uel prepare`); default: the run's evaluation "
+      "queries (the test set in data.test_classes, or the data.val_fraction held out)");
+  options.add(
+      "out", &out, "output HDF5: /embeddings float32 [N, D], /labels and /indices int64 [N]");
   if (!parse_with_run(options, &run, args))
     return 0;
-  UEL_CHECK_CONFIG(!data.empty() && !out.empty(), "--data and --out are required");
-  // The model takes images of its training set's size and channels; refuse others before work.
-  const data::DatasetInfo trained = data::read_dataset_info(config.data.train);
-  const data::DatasetInfo given = data::read_dataset_info(data);
-  UEL_CHECK_DATA(
-      given.height == trained.height && given.width == trained.width &&
-          given.channels == trained.channels,
-      "--data '{}' holds {}x{}x{} images but run '{}' was trained on {}x{}x{} images ('{}'); "
-      "embed images of that size and channel count (`uel prepare image-list --resize` resizes)",
-      data,
-      given.height,
-      given.width,
-      given.channels,
-      run,
-      trained.height,
-      trained.width,
-      trained.channels,
-      config.data.train);
+  UEL_CHECK_CONFIG(!out.empty(), "--out E.h5 is required");
+  if (!data.empty()) {
+    // The model takes images of its training set's size and channels; refuse others before work.
+    const data::DatasetInfo trained = data::read_dataset_info(config.data.train);
+    const data::DatasetInfo given = data::read_dataset_info(data);
+    UEL_CHECK_DATA(
+        given.height == trained.height && given.width == trained.width &&
+            given.channels == trained.channels,
+        "--data '{}' holds {}x{}x{} images but run '{}' was trained on {}x{}x{} images ('{}'); "
+        "embed images of that size and channel count (`uel prepare image-list --resize` resizes)",
+        data,
+        given.height,
+        given.width,
+        given.channels,
+        run,
+        trained.height,
+        trained.width,
+        trained.channels,
+        config.data.train);
+  } else {
+    UEL_CHECK_CONFIG(
+        !config.data.test.empty() || config.data.val_fraction > 0,
+        "run '{}' has no evaluation queries (no data.test, no data.val_fraction); give --data",
+        run);
+  }
   std::string checkpoint;
   auto trainer = open_run(config, run, options.to_ini(), &checkpoint);
-  data::ImageDataset dataset(data, config.data.memory_mb << 20);
-  std::vector<int64_t> all(dataset.size());
-  for (int64_t i = 0; i < dataset.size(); ++i)
-    all[i] = i;
-  at::Tensor features = trainer->evaluator().embed(trainer->model(), dataset, all).to(at::kCPU);
-  // Shards are contiguous and in rank order, so the gather restores dataset order.
+  const eval::Evaluator& evaluator = trainer->evaluator();
+  const bool queries = data.empty();
+  std::vector<int64_t> rows;
+  if (queries) {
+    data = evaluator.query_path();
+    rows = evaluator.query_positions();
+  }
+  const data::ImageDataset dataset(data, config.data.memory_mb << 20);
+  if (!queries) {
+    rows.resize(dataset.size());
+    std::iota(rows.begin(), rows.end(), 0);
+  }
+  at::Tensor features = evaluator.embed(trainer->model(), dataset, rows).to(at::kCPU);
+  // Shards are contiguous and in rank order, so the gather restores the rows' order.
   auto comm = comm::make_communicator(config.comm.backend, c10::Device(c10::kCPU));
   at::Tensor gathered = comm->all_gather_v(features);
   if (comm::world().rank == 0) {
-    data::write_embeddings(out, gathered, dataset.labels(), data, checkpoint);
+    std::vector<int64_t> labels(rows.size());
+    for (size_t i = 0; i < rows.size(); ++i)
+      labels[i] = dataset.labels()[rows[i]];
+    data::write_embeddings(out, gathered, labels, rows, data, checkpoint);
     log_info("wrote {} ({} x {} embeddings of {})", out, gathered.size(0), gathered.size(1), data);
   }
   return 0;

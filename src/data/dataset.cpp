@@ -413,11 +413,13 @@ void write_embeddings(
     const std::string& path,
     const at::Tensor& embeddings,
     const std::vector<int64_t>& labels,
+    const std::vector<int64_t>& indices,
     const std::string& source,
     const std::string& checkpoint) {
   UEL_CHECK(
-      embeddings.dim() == 2 && embeddings.size(0) == static_cast<int64_t>(labels.size()),
-      "embeddings and labels disagree");
+      embeddings.dim() == 2 && embeddings.size(0) == static_cast<int64_t>(labels.size()) &&
+          labels.size() == indices.size(),
+      "embeddings, labels and indices disagree");
   at::Tensor values = embeddings.to(at::kCPU, at::kFloat).contiguous();
   h5::write_file_atomically(path, [&](hid_t file) {
     h5::write_array(
@@ -429,6 +431,8 @@ void write_embeddings(
         values.data_ptr<float>());
     h5::write_array(
         file, "labels", H5T_STD_I64LE, H5T_NATIVE_INT64, {labels.size()}, labels.data());
+    h5::write_array(
+        file, "indices", H5T_STD_I64LE, H5T_NATIVE_INT64, {indices.size()}, indices.data());
     h5::write_string_attribute(file, "source", source);
     h5::write_string_attribute(file, "checkpoint", checkpoint);
   });
@@ -516,7 +520,7 @@ FileSummary summarize_file(const std::string& path) {
     out.kind = "dataset";
   } else if (has("embeddings")) {
     out.kind = "embeddings";
-    arrays = {"embeddings", "labels"};
+    arrays = {"embeddings", "labels", "indices"};
   } else if (has("assignments")) {
     out.kind = "clustering";
     arrays = {"assignments", "centroids"};

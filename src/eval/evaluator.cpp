@@ -108,6 +108,7 @@ Evaluator::Evaluator(
     // Tuning: the held-out part of the training set is the query set.
     validation_ = true;
     test_ = train.dataset;
+    test_path_ = data.train;
     test_positions_ = train.validation;
   } else if (!data.test.empty()) {
     auto test = std::make_shared<data::ImageDataset>(data.test, data.memory_mb << 20);
@@ -120,6 +121,7 @@ Evaluator::Evaluator(
             own_filter ? "data.test_classes" : "data.classes"),
         data.test);
     test_ = test;
+    test_path_ = data.test;
   }
   if (config_.gallery.empty()) {
     gallery_ = train.dataset;

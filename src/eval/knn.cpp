@@ -7,6 +7,12 @@
 
 namespace uel::eval {
 
+at::Tensor knn_votes(const TopK& top, int64_t num_classes, double tau) {
+  const at::Tensor weights = (top.values / tau).exp();  // exp(-inf) = 0 for padding
+  at::Tensor votes = at::zeros({top.values.size(0), num_classes}, top.values.options());
+  return votes.scatter_add_(1, top.labels, weights);
+}
+
 KnnResult weighted_knn(
     const at::Tensor& train_features,
     const at::Tensor& train_labels,
@@ -21,9 +27,7 @@ KnnResult weighted_knn(
   KnnResult result;
   result.queries = queries.size(0);
   const TopK top = sharded_top_k(queries, train_features, train_labels, config.k, comm);
-  const at::Tensor weights = (top.values / config.tau).exp();  // exp(-inf) = 0 for padding
-  at::Tensor votes = at::zeros({result.queries, num_classes}, queries.options());
-  votes.scatter_add_(1, top.labels, weights);
+  const at::Tensor votes = knn_votes(top, num_classes, config.tau);
   // Top-n hit: the true class got votes and fewer than n classes got more (topk would order
   // tied classes, e.g. the ones without votes, arbitrarily).
   const at::Tensor truth_votes = votes.gather(1, query_labels.to(queries.device()).view({-1, 1}));

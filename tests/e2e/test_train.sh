@@ -11,7 +11,7 @@
 #  - uel eval and uel embed read the run; every protocol gives the same figures on 1 and 2 ranks,
 #    Recall@K equals numpy's brute force on the embeddings, so does uel neighbours (the same on
 #    1, 2 and 4 ranks, with comm.check_order), an unseen-category run evaluates on
-#    the test images of the classes it never saw, uel cluster's NMI is sklearn's on its
+#    the test images of the classes it never saw and uel show --run draws those images, uel cluster's NMI is sklearn's on its
 #    assignments and its inertia within 1% of sklearn's KMeans(n_init=10),
 #  - the memory bank (nce): a 4-rank checkpoint resumed on 4, 2 and 1 ranks gives the same next
 #    loss and the same bank (full softmax, float64), NCE runs and its bank serves the kNN,
@@ -193,6 +193,26 @@ grep -qE '^\{"recall@1": [0-9.]+, "recall@2": .*"nmi": [0-9.]+, "ari": -?[0-9.]+
 out=$("$uel" eval --run "$tmp/unseen" --protocol knn,rcall 2>&1)
 [[ $? == 2 ]] && grep -q "'rcall' is not a protocol; give a comma-separated list of knn, recall, nmi" <<<"$out" &&
   pass || fail "a misspelt protocol: $out"
+
+# --- uel show --run: the run's evaluation queries (test images of 5-9) embedded and drawn -----
+"$mpiexec" -np 2 "$uel" show --run "$tmp/unseen" --out "$tmp/show" --map pca --points 500 \
+  >"$tmp/show.log" 2>&1 || fail "uel show --run: $(tail -3 "$tmp/show.log")"
+/usr/bin/python3 - "$tmp/show" "$tmp/fm/test.h5" <<'PY' && pass || fail "uel show --run's files"
+import json, sys, h5py, numpy as np, matplotlib.image
+out, test = sys.argv[1], sys.argv[2]
+with h5py.File(f"{out}/embeddings.h5", "r") as f, h5py.File(test, "r") as t:
+    rows, labels, source = f["indices"][:], f["labels"][:], f.attrs["source"]
+    assert len(rows) == 5000 and np.array_equal(labels, t["labels"][:][rows]), len(rows)
+    assert set(labels.tolist()) == {5, 6, 7, 8, 9} and source == test, (set(labels), source)
+grid = json.load(open(f"{out}/grid.json"))
+assert len(grid["cells"]) == 8 * 9, len(grid["cells"])  # 8 queries, each with 8 neighbours
+assert all(5 <= labels[c["row"]] <= 9 for c in grid["cells"])
+for png in ("grid", "map", "classes"):
+    assert matplotlib.image.imread(f"{out}/{png}.png").ndim == 3, png
+confusion = np.array(json.load(open(f"{out}/knn.json"))["confusion"])
+assert confusion.shape == (10, 10) and confusion.sum() == 5000 and confusion[:5].sum() == 0
+print("uel show --run: 5000 test images of classes 5-9 embedded, grid, maps and classes drawn")
+PY
 
 # --- kNN on a validation split held out of the training set -----------------------------------
 "$mpiexec" -np 2 "$uel" train --data.train="$tmp/fm/test.h5" --aug.mean=0.286 --aug.std=0.353 --model.width=8 \

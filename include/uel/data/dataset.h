@@ -93,12 +93,14 @@ class DatasetWriter {
   std::unique_ptr<Handles> handles_;
 };
 
-// Writes embeddings ([N, D] float32) and labels to `path` atomically: /embeddings, /labels and
-// attributes source (the dataset) and checkpoint.
+// Writes embeddings ([N, D] float32), labels and the rows of the source dataset they embed to
+// `path` atomically: /embeddings, /labels, /indices and attributes source (the dataset) and
+// checkpoint.
 void write_embeddings(
     const std::string& path,
     const at::Tensor& embeddings,
     const std::vector<int64_t>& labels,
+    const std::vector<int64_t>& indices,
     const std::string& source,
     const std::string& checkpoint);
 

@@ -98,6 +98,14 @@ class Evaluator {
   Evaluation evaluate(models::EmbeddingNet& model, const at::Tensor& gallery_features = {}) const;
   // "test", or "validation" when data.val_fraction holds out part of the training set.
   std::string split() const;
+  // The query set: its file, and the rows of it evaluated (the test set's rows in its class
+  // filter, or the held-out rows of the training set); an empty path when there is none.
+  const std::string& query_path() const {
+    return test_path_;
+  }
+  const std::vector<int64_t>& query_positions() const {
+    return test_positions_;
+  }
 
  private:
   // The embedding (eval transform), or the backbone's features L2-normalised.
@@ -130,6 +138,7 @@ class Evaluator {
   std::shared_ptr<const data::Augmenter> augmenter_;
   bool validation_ = false;
   std::shared_ptr<const data::ImageDataset> test_;  // null: nothing to evaluate on
+  std::string test_path_;
   std::vector<int64_t> test_positions_;
   std::shared_ptr<const data::ImageDataset> gallery_;  // the training set by default
   std::vector<int64_t> gallery_positions_;

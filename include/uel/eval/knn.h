@@ -12,6 +12,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "uel/comm/communicator.h"
+#include "uel/eval/top_k.h"
 
 namespace uel::eval {
 
@@ -26,6 +27,10 @@ struct KnnResult {
   double top5 = 0;
   int64_t queries = 0;
 };
+
+// The votes of weighted kNN, [nq, num_classes]: each of the top-k rows votes for its label with
+// weight exp(similarity / tau) (padding with 0).
+at::Tensor knn_votes(const TopK& top, int64_t num_classes, double tau);
 
 // train_features: this rank's shard [n_r, D] (n_r may be 0) with labels [n_r]; queries: every
 // query [Nq, D] with labels [Nq] on every rank. Collective; every rank gets the result.
