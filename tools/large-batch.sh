@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The large-batch study of README "Large batches": ISIF on Fashion-MNIST, 2 ranks, global batch
+# The large-batch study of docs/large-batch.md: ISIF on Fashion-MNIST, 2 ranks, global batch
 # 256 (configs/fmnist-isif.ini, momentum SGD) and 1024, 4096 (configs/fmnist-isif-lars.ini: LARS,
 # warm-up, sqrt scaling) and 4096 with momentum SGD at the lr the gradient noise scale suggests,
 # the same number of epochs, then `uel report` of the four.
@@ -25,6 +25,6 @@ run b256 configs/fmnist-isif.ini
 run b1024 configs/fmnist-isif-lars.ini --train.batch_size=1024
 run b4096 configs/fmnist-isif-lars.ini --train.batch_size=4096
 # Momentum SGD without warm-up at 2 x batch 256's lr: the gradient noise scale of this training
-# is at most a few hundred (README), and above it the best lr barely grows with the batch.
+# is at most a few hundred (docs/large-batch.md), and above it the best lr barely grows with the batch.
 run b4096-sgd configs/fmnist-isif.ini --train.batch_size=4096 --train.lr=0.06
 "$uel" report "$out/b256" "$out/b1024" "$out/b4096" "$out/b4096-sgd" --out "$out/report"
