@@ -12,7 +12,8 @@ packages=(
   dataset-fashion-mnist
   python3 python3-h5py python3-numpy
   python3-sklearn libfaiss-dev  # references: test_cluster.py, bench kmeans
-  python3-matplotlib            # uel report (tools/uel_report.py)
+  python3-matplotlib            # uel report and uel show (tools/uel_report.py, uel_show.py)
+  python3-pil                   # e2e_train writes query PNGs
   slurm-wlm munge               # the slurm tests stand up a cluster on localhost
   strace                        # e2e_cli kills a run at a chosen system call
   python3-torch                 # the PyTorch peer of bench step (tools/peer, gpu_check_dry)

@@ -20,17 +20,30 @@ std::vector<int64_t> parse_rows(
     const std::string& spec, int64_t rows, const std::string& option, const std::string& data);
 
 struct Nearest {
-  std::vector<int64_t> queries;
-  at::Tensor query_labels;  // int64 [nq]; undefined when the file has no labels
-  eval::TopK top;           // [nq, k], the query itself excluded
+  std::vector<std::string> queries;  // each query as a JSON value: a row (17) or a file ("a.png")
+  at::Tensor query_labels;           // int64 [nq]; undefined when not known
+  eval::TopK top;                    // [nq, k]
+  bool labelled = false;             // the rows have labels (top.labels holds them)
 };
 
-// Collective: `rows` is this rank's shard of the file (read_embedding_shard).
+// Collective: `rows` is this rank's shard of the file (read_embedding_shard); each query row's
+// neighbours exclude itself.
 Nearest nearest_rows(
     const data::EmbeddingRows& rows,
     const std::vector<int64_t>& queries,
     int64_t k,
     comm::Communicator& comm);
+
+// Collective: the neighbours of `vectors` [nq, D], the same on every rank, named `names`.
+Nearest nearest_vectors(
+    const at::Tensor& vectors,
+    const std::vector<std::string>& names,
+    const data::EmbeddingRows& rows,
+    int64_t k,
+    comm::Communicator& comm);
+
+// `text` as a JSON string literal (quotes, backslashes and control characters escaped).
+std::string json_string(const std::string& text);
 
 // One JSON line per neighbour: query, rank, index, similarity (cosine), and query_label and label
 // when the file is labelled.

@@ -14,8 +14,12 @@
 #include "uel/comm/watchdog.h"
 #include "uel/comm/world.h"
 #include "uel/core/error.h"
+#include "uel/core/shard.h"
 #include "uel/data/dataset.h"
+#include "uel/data/image_io.h"
+#include "uel/eval/evaluator.h"
 #include "uel/eval/top_k.h"
+#include "uel/train/trainer.h"
 
 namespace uel::cli {
 
@@ -77,7 +81,9 @@ Nearest nearest_rows(
   comm.all_reduce(vectors, comm::ReduceOp::kSum);
   comm.all_reduce(labels, comm::ReduceOp::kSum);
   Nearest out;
-  out.queries = queries;
+  for (const int64_t row : queries)
+    out.queries.push_back(std::to_string(row));
+  out.labelled = labelled;
   if (labelled)
     out.query_labels = labels;
   out.top = eval::sharded_top_k(
@@ -90,6 +96,44 @@ Nearest nearest_rows(
   return out;
 }
 
+Nearest nearest_vectors(
+    const at::Tensor& vectors,
+    const std::vector<std::string>& names,
+    const data::EmbeddingRows& rows,
+    int64_t k,
+    comm::Communicator& comm) {
+  UEL_CHECK_DATA(
+      vectors.size(1) == rows.embeddings.size(1),
+      "the queries have {} dimensions and the embeddings {}; query embeddings of the same run "
+      "and eval.layer",
+      vectors.size(1),
+      rows.embeddings.size(1));
+  Nearest out;
+  for (const std::string& name : names)
+    out.queries.push_back(json_string(name));
+  out.labelled = rows.labels.defined();
+  out.top = eval::sharded_top_k(
+      vectors,
+      rows.embeddings,
+      rows.labels.defined() ? rows.labels.to(at::kLong) : at::Tensor(),
+      k,
+      comm);
+  return out;
+}
+
+std::string json_string(const std::string& text) {
+  std::string out = "\"";
+  for (const unsigned char c : text) {
+    if (c == '"' || c == '\\')
+      out += fmt::format("\\{}", static_cast<char>(c));
+    else if (c < 0x20)
+      out += fmt::format("\\u{:04x}", c);
+    else
+      out += static_cast<char>(c);
+  }
+  return out + "\"";
+}
+
 void write_json_lines(const Nearest& nearest, std::FILE* out) {
   const eval::TopK& top = nearest.top;
   for (size_t i = 0; i < nearest.queries.size(); ++i) {
@@ -98,12 +142,11 @@ void write_json_lines(const Nearest& nearest, std::FILE* out) {
       if (index < 0)
         break;  // fewer rows than k
       std::string label_fields;
-      if (nearest.query_labels.defined()) {
-        label_fields = fmt::format(
-            R"(, "query_label": {}, "label": {})",
-            nearest.query_labels[i].item<int64_t>(),
-            top.labels[i][j].item<int64_t>());
-      }
+      if (nearest.query_labels.defined())
+        label_fields =
+            fmt::format(R"(, "query_label": {})", nearest.query_labels[i].item<int64_t>());
+      if (nearest.labelled)
+        label_fields += fmt::format(R"(, "label": {})", top.labels[i][j].item<int64_t>());
       std::fprintf(
           out,
           "%s\n",
@@ -119,31 +162,127 @@ void write_json_lines(const Nearest& nearest, std::FILE* out) {
   }
 }
 
+namespace {
+
+// The images of `files` as uint8 [n, H, W, C] for a model trained on `info`'s images.
+at::Tensor read_query_images(
+    const std::vector<std::string>& files, const data::DatasetInfo& info, const std::string& run) {
+  std::vector<at::Tensor> images;
+  for (const std::string& file : files) {
+    const at::Tensor image = data::decode_image(file, static_cast<int>(info.channels));
+    UEL_CHECK_DATA(
+        image.size(0) == info.height && image.size(1) == info.width,
+        "--image '{}' is {}x{} but run '{}' was trained on {}x{} images; resize it to that size "
+        "first (e.g. ImageMagick: convert '{}' -resize {}x{}! out.png)",
+        file,
+        image.size(0),
+        image.size(1),
+        run,
+        info.height,
+        info.width,
+        file,
+        info.width,
+        info.height);
+    images.push_back(image);
+  }
+  return at::stack(images);
+}
+
+// This rank's shard of the run's evaluation queries, embedded with its model and sharded as
+// read_embedding_shard shards a file. Collective.
+data::EmbeddingRows embed_queries(
+    train::Trainer& trainer,
+    const Config& config,
+    const std::string& run,
+    const comm::WorldInfo& world) {
+  const eval::Evaluator& evaluator = trainer.evaluator();
+  UEL_CHECK_CONFIG(
+      !evaluator.query_path().empty(),
+      "run '{}' has no evaluation queries (no data.test, no data.val_fraction); give --data",
+      run);
+  const std::vector<int64_t>& positions = evaluator.query_positions();
+  const data::ImageDataset dataset(evaluator.query_path(), config.data.memory_mb << 20);
+  data::EmbeddingRows rows;
+  rows.embeddings = evaluator.embed(trainer.model(), dataset, positions).to(at::kCPU, at::kFloat);
+  rows.total = static_cast<int64_t>(positions.size());
+  const ShardRange shard = shard_range(rows.total, world.rank, world.size);
+  rows.begin = shard.begin;
+  std::vector<int64_t> labels;
+  for (int64_t i = shard.begin; i < shard.end; ++i)
+    labels.push_back(dataset.labels()[positions[i]]);
+  rows.labels = at::tensor(labels, at::kLong);
+  return rows;
+}
+
+// Comma-separated values of an option ("a.png,b.png").
+std::vector<std::string> split_list(const std::string& list) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= list.size()) {
+    const size_t comma = std::min(list.find(',', start), list.size());
+    out.push_back(list.substr(start, comma - start));
+    start = comma + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
 int run_neighbours(const Args& args) {
   Config config;
-  std::string data, query;
+  std::string data, query, run, image;
   int64_t k = 10;
   int threads = 0;
-  OptionSet options("[mpirun -np N] uel neighbours --data EMB.h5 --query I[,J...] [--k K]");
+  OptionSet options(
+      "[mpirun -np N] uel neighbours (--data EMB.h5 --query I[,J...] | --run RUN --image "
+      "F[,G...] [--data EMB.h5]) [--k K]");
   options.add("data", &data, "embeddings file of `uel embed` (/embeddings, optional /labels)");
   options.add("query", &query, "rows of the file to query, comma-separated (e.g. 0,17)");
+  options.add(
+      "run",
+      &run,
+      "run folder of `uel train` whose model embeds --image; without --data the gallery is the "
+      "run's evaluation queries (the test set in data.test_classes), embedded on the fly");
+  options.add(
+      "image", &image, "PNG or JPEG files to query, comma-separated, of the run's image size");
   options.add(
       "k", &k, "neighbours per query (the query itself excluded)", OptionSet::positive<int64_t>());
   options.add("threads", &threads, "LibTorch threads per rank (0: cores / local ranks)");
   config.declare_comm(options);
   options.add_validator([&] {
-    UEL_CHECK_CONFIG(!data.empty() && !query.empty(), "--data EMB.h5 and --query are required");
+    UEL_CHECK_CONFIG(
+        query.empty() != image.empty(), "give one of --query (rows of --data) and --image");
+    UEL_CHECK_CONFIG(
+        query.empty() || !data.empty(), "--query needs --data EMB.h5 (the file the rows are of)");
+    UEL_CHECK_CONFIG(
+        image.empty() || !run.empty(), "--image needs --run RUN (the model that embeds it)");
   });
   if (!options.parse(args))
     return 0;
 
+  // --image: the run's model embeds the files (before MPI's collectives below).
+  std::vector<std::string> files;
+  Config run_config;
+  std::unique_ptr<train::Trainer> trainer;
+  at::Tensor vectors;
+  if (!image.empty()) {
+    files = split_list(image);
+    std::string checkpoint;
+    trainer = open_saved_run(run, &run_config, &checkpoint);
+    const at::Tensor images =
+        read_query_images(files, data::read_dataset_info(run_config.data.train), run);
+    vectors = trainer->evaluator().embed_images(trainer->model(), images).to(at::kCPU, at::kFloat);
+  }
   const comm::WorldInfo& world = start_ranks(threads);
   comm::Watchdog::instance().set_timeout(config.comm.timeout_s);
   comm::set_check_order(config.comm.check_order);
   auto comm = comm::make_communicator(config.comm.backend, c10::Device(c10::kCPU));
-  const data::EmbeddingRows rows = data::read_embedding_shard(data, world.rank, world.size);
+  const data::EmbeddingRows rows = !data.empty()
+                                       ? data::read_embedding_shard(data, world.rank, world.size)
+                                       : embed_queries(*trainer, run_config, run, world);
   const Nearest nearest =
-      nearest_rows(rows, parse_rows(query, rows.total, "query", data), k, *comm);
+      image.empty() ? nearest_rows(rows, parse_rows(query, rows.total, "query", data), k, *comm)
+                    : nearest_vectors(vectors, files, rows, k, *comm);
   if (world.rank == 0)
     write_json_lines(nearest, stdout);
   return 0;

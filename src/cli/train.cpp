@@ -25,6 +25,16 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// RUN/config.ini, the resolved options a run trained with.
+std::string run_ini(const std::string& run) {
+  const std::string ini = (fs::path(run) / "config.ini").string();
+  UEL_CHECK_CONFIG(
+      fs::is_regular_file(ini),
+      "--run '{}' holds no config.ini; is it a `uel train --out` folder?",
+      run);
+  return ini;
+}
+
 // Parses a run's own config.ini first, then the command line (`--run RUN` reads RUN/config.ini).
 bool parse_with_run(OptionSet& options, std::string* run, const Args& args) {
   Args full = args;
@@ -34,14 +44,8 @@ bool parse_with_run(OptionSet& options, std::string* run, const Args& args) {
       value = args[i + 1];
     if (args[i].rfind("--run=", 0) == 0)
       value = args[i].substr(6);
-    if (!value.empty()) {
-      const std::string ini = (fs::path(value) / "config.ini").string();
-      UEL_CHECK_CONFIG(
-          fs::is_regular_file(ini),
-          "--run '{}' holds no config.ini; is it a `uel train --out` folder?",
-          value);
-      full.insert(full.begin(), {"--config", ini});
-    }
+    if (!value.empty())
+      full.insert(full.begin(), {"--config", run_ini(value)});
   }
   if (!options.parse(full))
     return false;
@@ -71,6 +75,14 @@ std::unique_ptr<train::Trainer> open_run(
 }
 
 }  // namespace
+
+std::unique_ptr<train::Trainer> open_saved_run(
+    const std::string& run, Config* config, std::string* checkpoint) {
+  OptionSet options("");
+  config->declare(options);
+  options.parse({"--config", run_ini(run)});
+  return open_run(*config, run, options.to_ini(), checkpoint);
+}
 
 int run_train(const Args& args) {
   Config config;

@@ -158,6 +158,12 @@ at::Tensor Evaluator::shard_features(
   return at::cat(parts);
 }
 
+at::Tensor Evaluator::model_batch(
+    models::EmbeddingNet& model, const at::Tensor& images, bool backbone) const {
+  const at::Tensor x = augmenter_->eval_view(images).to(options_.dtype());
+  return backbone ? normalized_rows(model->features(x)) : model->forward(x);
+}
+
 at::Tensor Evaluator::model_features(
     models::EmbeddingNet& model,
     const data::ImageDataset& dataset,
@@ -169,10 +175,13 @@ at::Tensor Evaluator::model_features(
       dataset,
       positions,
       backbone ? model->feature_dim() : model->config().low_dim,
-      [&](const at::Tensor& images) {
-        const at::Tensor x = augmenter_->eval_view(images).to(options_.dtype());
-        return backbone ? normalized_rows(model->features(x)) : model->forward(x);
-      });
+      [&](const at::Tensor& images) { return model_batch(model, images, backbone); });
+}
+
+at::Tensor Evaluator::embed_images(models::EmbeddingNet& model, const at::Tensor& images) const {
+  model->eval();
+  torch::NoGradGuard no_grad;
+  return model_batch(model, images.to(options_.device()), config_.layer == "backbone");
 }
 
 at::Tensor Evaluator::pixel_mean(

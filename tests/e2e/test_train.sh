@@ -10,7 +10,8 @@
 #    epochs,
 #  - uel eval and uel embed read the run; every protocol gives the same figures on 1 and 2 ranks,
 #    Recall@K equals numpy's brute force on the embeddings, so does uel neighbours (the same on
-#    1, 2 and 4 ranks, with comm.check_order), an unseen-category run evaluates on
+#    1, 2 and 4 ranks, with comm.check_order; a test image as a PNG finds its row with --run
+#    --image), an unseen-category run evaluates on
 #    the test images of the classes it never saw and uel show --run draws those images, uel cluster's NMI is sklearn's on its
 #    assignments and its inertia within 1% of sklearn's KMeans(n_init=10),
 #  - the memory bank (nce): a 4-rank checkpoint resumed on 4, 2 and 1 ranks gives the same next
@@ -182,6 +183,50 @@ print("uel neighbours: 4 queries x 5 neighbours equal numpy's brute force")
 PY
 out=$("$uel" neighbours --data "$tmp/emb.h5" --query 3,10000 2>&1)
 [[ $? == 2 ]] && grep -q "row 10000 is outside the 10000 rows" <<<"$out" && pass || fail "a query past the rows: $out"
+
+# --- uel neighbours --run --image: a test image as a PNG finds its own row, then the row's ---------
+# neighbours; against the file or the run's queries embedded on the fly, on 1 and 2 ranks
+/usr/bin/python3 - "$tmp/fm/test.h5" "$tmp" <<'PY' || fail "writing the query PNGs"
+import sys, h5py
+from PIL import Image
+with h5py.File(sys.argv[1], "r") as f:
+    for i in (17, 4999):
+        Image.fromarray(f["images"][i][:, :, 0], "L").save(f"{sys.argv[2]}/q{i}.png")
+    Image.fromarray(f["images"][3][:, :, 0], "L").resize((32, 32)).save(f"{sys.argv[2]}/q32.png")
+PY
+for np in 1 2; do
+  "$mpiexec" -np $np "$uel" neighbours --run "$tmp/whole" --image "$tmp/q17.png,$tmp/q4999.png" \
+    --data "$tmp/emb.h5" --k 6 >"$tmp/img$np.jsonl" 2>"$tmp/img$np.err" || fail "--image on $np ranks: $(cat "$tmp/img$np.err")"
+done
+"$mpiexec" -np 2 "$uel" neighbours --run "$tmp/whole" --image "$tmp/q17.png,$tmp/q4999.png" --k 6 \
+  >"$tmp/imgq.jsonl" 2>"$tmp/imgq.err" || fail "--image against the run's queries: $(cat "$tmp/imgq.err")"
+/usr/bin/python3 - "$tmp" <<'PY' && pass || fail "uel neighbours --image"
+import json, sys, h5py, numpy as np
+tmp = sys.argv[1]
+with h5py.File(f"{tmp}/emb.h5", "r") as f:
+    e, l = f["embeddings"][:].astype(np.float64), f["labels"][:]
+runs = [[json.loads(line) for line in open(f"{tmp}/{name}.jsonl")] for name in ("img1", "img2", "imgq")]
+for rows in runs:
+    assert len(rows) == 2 * 6, rows
+    for i in (17, 4999):
+        got = [r for r in rows if r["query"] == f"{tmp}/q{i}.png"]
+        # The PNG holds the test image's pixels: its embedding is row i's, its nearest row i.
+        assert got[0]["index"] == i and abs(got[0]["similarity"] - 1) < 1e-5, got[0]
+        s = e @ e[i]
+        s[i] = -np.inf
+        want = np.argsort(-s, kind="stable")[:5]
+        for r, w in zip(got[1:], want):
+            assert r["index"] == w or abs(s[r["index"]] - s[w]) < 1e-5, (i, r, w)
+            assert abs(r["similarity"] - s[r["index"]]) < 1e-5 and r["label"] == l[r["index"]], r
+print("uel neighbours --image: each PNG finds its own row, then the row's neighbours (numpy)")
+PY
+out=$("$uel" neighbours --run "$tmp/whole" --image "$tmp/q32.png" 2>&1)
+[[ $? == 3 ]] && grep -q "is 32x32 but run '$tmp/whole' was trained on 28x28 images; resize it" <<<"$out" &&
+  pass || fail "an image of the wrong size: $out"
+out=$("$uel" neighbours --run "$tmp/whole" --image "$tmp/none.png" 2>&1)
+[[ $? == 3 ]] && grep -q "cannot open image '$tmp/none.png'" <<<"$out" && pass || fail "a missing image: $out"
+out=$("$uel" neighbours --data "$tmp/emb.h5" --image "$tmp/q17.png" 2>&1)
+[[ $? == 2 ]] && grep -q "image needs --run RUN" <<<"$out" && pass || fail "--image without --run: $out"
 
 # --- unseen categories: train on classes 0-4, evaluate on the test images of 5-9 --------------
 "$uel" train "${base[@]}" --train.batch_size=64 --data.classes=0-4 --data.test_classes=5-9 --eval.every=1 \

@@ -85,6 +85,9 @@ class Evaluator {
       models::EmbeddingNet& model,
       const data::ImageDataset& dataset,
       const std::vector<int64_t>& positions) const;
+  // The model's features (eval.layer, eval transform) of `images`, uint8 [n, H, W, C] of the
+  // training set's size; not collective (every rank embeds what it is given).
+  at::Tensor embed_images(models::EmbeddingNet& model, const at::Tensor& images) const;
   // The model's L2-normalised embeddings (eval transform) whatever eval.features and eval.layer
   // say: what the methods see of the training set between epochs.
   at::Tensor embed_head(
@@ -114,6 +117,9 @@ class Evaluator {
       const data::ImageDataset& dataset,
       const std::vector<int64_t>& positions,
       bool backbone) const;
+  // One batch of images (on the model's device) through the model, eval transform.
+  at::Tensor model_batch(
+      models::EmbeddingNet& model, const at::Tensor& images, bool backbone) const;
   // This rank's shard of `positions` in `dataset` through `features`, in eval.batch_size steps.
   at::Tensor shard_features(
       const data::ImageDataset& dataset,
