@@ -23,14 +23,27 @@
 
 namespace uel::cli {
 
+namespace {
+
+// Comma-separated values of an option ("a.png,b.png").
+std::vector<std::string> split_list(const std::string& list) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= list.size()) {
+    const size_t comma = std::min(list.find(',', start), list.size());
+    out.push_back(list.substr(start, comma - start));
+    start = comma + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
 // "3,17,42" -> {3, 17, 42}, each in [0, rows).
 std::vector<int64_t> parse_rows(
     const std::string& spec, int64_t rows, const std::string& option, const std::string& data) {
   std::vector<int64_t> out;
-  size_t start = 0;
-  while (start <= spec.size()) {
-    const size_t comma = std::min(spec.find(',', start), spec.size());
-    const std::string item = spec.substr(start, comma - start);
+  for (const std::string& item : split_list(spec)) {
     size_t used = 0;
     int64_t row = -1;
     try {
@@ -54,7 +67,6 @@ std::vector<int64_t> parse_rows(
         data,
         rows - 1);
     out.push_back(row);
-    start = comma + 1;
   }
   return out;
 }
@@ -212,18 +224,6 @@ data::EmbeddingRows embed_queries(
     labels.push_back(dataset.labels()[positions[i]]);
   rows.labels = at::tensor(labels, at::kLong);
   return rows;
-}
-
-// Comma-separated values of an option ("a.png,b.png").
-std::vector<std::string> split_list(const std::string& list) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (start <= list.size()) {
-    const size_t comma = std::min(list.find(',', start), list.size());
-    out.push_back(list.substr(start, comma - start));
-    start = comma + 1;
-  }
-  return out;
 }
 
 }  // namespace
