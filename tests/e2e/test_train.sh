@@ -185,7 +185,7 @@ out=$("$uel" neighbours --data "$tmp/emb.h5" --query 3,10000 2>&1)
 [[ $? == 2 ]] && grep -q "row 10000 is outside the 10000 rows" <<<"$out" && pass || fail "a query past the rows: $out"
 
 # --- uel neighbours --run --image: a test image as a PNG finds its own row, then the row's ---------
-# neighbours; against the file or the run's queries embedded on the fly, on 1 and 2 ranks
+# neighbours; against the file (1, 2 and 4 ranks) or the run's queries embedded on the fly
 /usr/bin/python3 - "$tmp/fm/test.h5" "$tmp" <<'PY' || fail "writing the query PNGs"
 import sys, h5py
 from PIL import Image
@@ -194,18 +194,18 @@ with h5py.File(sys.argv[1], "r") as f:
         Image.fromarray(f["images"][i][:, :, 0], "L").save(f"{sys.argv[2]}/q{i}.png")
     Image.fromarray(f["images"][3][:, :, 0], "L").resize((32, 32)).save(f"{sys.argv[2]}/q32.png")
 PY
-for np in 1 2; do
+for np in 1 2 4; do
   "$mpiexec" -np $np "$uel" neighbours --run "$tmp/whole" --image "$tmp/q17.png,$tmp/q4999.png" \
-    --data "$tmp/emb.h5" --k 6 >"$tmp/img$np.jsonl" 2>"$tmp/img$np.err" || fail "--image on $np ranks: $(cat "$tmp/img$np.err")"
+    --data "$tmp/emb.h5" --k 6 --comm.check_order=true >"$tmp/img$np.jsonl" 2>"$tmp/img$np.err" || fail "--image on $np ranks: $(cat "$tmp/img$np.err")"
 done
 "$mpiexec" -np 2 "$uel" neighbours --run "$tmp/whole" --image "$tmp/q17.png,$tmp/q4999.png" --k 6 \
-  >"$tmp/imgq.jsonl" 2>"$tmp/imgq.err" || fail "--image against the run's queries: $(cat "$tmp/imgq.err")"
+  --comm.check_order=true >"$tmp/imgq.jsonl" 2>"$tmp/imgq.err" || fail "--image against the run's queries: $(cat "$tmp/imgq.err")"
 /usr/bin/python3 - "$tmp" <<'PY' && pass || fail "uel neighbours --image"
 import json, sys, h5py, numpy as np
 tmp = sys.argv[1]
 with h5py.File(f"{tmp}/emb.h5", "r") as f:
     e, l = f["embeddings"][:].astype(np.float64), f["labels"][:]
-runs = [[json.loads(line) for line in open(f"{tmp}/{name}.jsonl")] for name in ("img1", "img2", "imgq")]
+runs = [[json.loads(line) for line in open(f"{tmp}/{name}.jsonl")] for name in ("img1", "img2", "img4", "imgq")]
 for rows in runs:
     assert len(rows) == 2 * 6, rows
     for i in (17, 4999):
