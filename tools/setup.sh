@@ -16,6 +16,7 @@ packages=(
   python3-pil                   # e2e_train writes query PNGs
   slurm-wlm munge               # the slurm tests stand up a cluster on localhost
   strace                        # e2e_cli kills a run at a chosen system call
+  iproute2                      # launch/loopback-only (ip) and launch_uel_run (ss)
   python3-torch                 # the PyTorch peer of bench step (tools/peer, gpu_check_dry)
 )
 
