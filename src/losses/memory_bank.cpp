@@ -1,7 +1,6 @@
 #include "uel/losses/memory_bank.h"
 
 #include <cmath>
-#include <vector>
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -62,6 +61,11 @@ struct GatheredDot : public torch::autograd::Function<GatheredDot> {
   }
 };
 
+// Sum of the entries `keep` marks: masked rather than selected, so no shape depends on data.
+at::Tensor sum_where(const at::Tensor& x, const at::Tensor& keep) {
+  return x.masked_fill(keep.logical_not(), 0).sum();
+}
+
 }  // namespace
 
 void validate(const NceConfig& c) {
@@ -120,27 +124,29 @@ void MemoryBank::update(const at::Tensor& items, const at::Tensor& features, dou
       "bank update: {} items and features {} disagree",
       items.numel(),
       c10::str(features.sizes()));
-  const at::Tensor cpu_items = items.to(at::kCPU, at::kLong).contiguous();
-  const int64_t* item = cpu_items.data_ptr<int64_t>();
-  std::vector<int64_t> local, source;
-  std::vector<bool> seen(static_cast<size_t>(shard_.size()), false);
-  for (int64_t i = items.size(0) - 1; i >= 0; --i) {  // from the end: the last feature wins
-    const int64_t row = item[i] - shard_.begin;
-    if (row < 0 || row >= shard_.size() || seen[row])
-      continue;
-    seen[row] = true;
-    local.push_back(row);
-    source.push_back(i);
-  }
-  if (local.empty())
+  if (items.numel() == 0 || shard_.size() == 0)
     return;
-  const at::Tensor rows_index = at::tensor(local, at::kLong).to(rows_.device());
-  const at::Tensor feature_index = at::tensor(source, at::kLong).to(rows_.device());
+  const at::Tensor all = items.to(rows_.device(), at::kLong);
+  const at::Tensor local = all - shard_.begin;
+  const at::Tensor owned = local.ge(0).logical_and(local.lt(shard_.size()));
+  const at::Tensor target = local.clamp(0, shard_.size() - 1);
+  // winner[row]: the last position naming the row (an item listed twice takes its last feature).
+  at::Tensor winner = at::full({shard_.size()}, -1, all.options());
+  winner.scatter_reduce_(
+      0,
+      target,
+      at::arange(all.numel(), all.options()).masked_fill(owned.logical_not(), -1),
+      "amax");
+  const at::Tensor source = winner.index_select(0, target);
+  const at::Tensor old = rows_.index_select(0, target);
   at::Tensor mixed =
-      rows_.index_select(0, rows_index) * momentum +
-      features.detach().to(rows_.options()).index_select(0, feature_index) * (1 - momentum);
+      old * momentum +
+      features.detach().to(rows_.options()).index_select(0, source.clamp_min(0)) * (1 - momentum);
   mixed = mixed / mixed.norm(2, 1, /*keepdim=*/true).clamp_min(1e-12);
-  rows_.index_copy_(0, rows_index, mixed);
+  // Every entry writes its target row's one new value (its old one when no item of the step
+  // names it), so repeated targets, unowned entries clamped onto an edge row included, write the
+  // same bytes whatever order index_copy_ takes: no compaction, hence no host read.
+  rows_.index_copy_(0, target, at::where(source.ge(0).unsqueeze(1), mixed, old));
 }
 
 BankLoss bank_loss(
@@ -183,14 +189,16 @@ BankLoss bank_loss(
 
   const ShardRange shard = bank.shard();
   const at::Tensor& rows = bank.rows();
-  // Positive scores of the queries whose row this rank owns.
-  const at::Tensor owners =
-      out.items.ge(shard.begin).logical_and(out.items.lt(shard.end)).nonzero().squeeze(1);
-  const at::Tensor positive =
-      (queries.index_select(0, owners) *
-       rows.index_select(0, out.items.index_select(0, owners) - shard.begin))
-          .sum(1) /
-      t;
+  // Every query's positive score, masked to the queries whose row this rank owns (fixed shapes:
+  // selecting them would read their number on the host).
+  const at::Tensor local = out.items - shard.begin;
+  const at::Tensor owns = local.ge(0).logical_and(local.lt(shard.size()));
+  // A rank without rows scores zeros, still from the queries: its backward must reach
+  // all_gather_with_grad's reduce-scatter as every other rank's does.
+  at::Tensor positive = queries.narrow(1, 0, 0).sum(1);
+  if (shard.size() > 0) {
+    positive = (queries * rows.index_select(0, local.clamp(0, shard.size() - 1))).sum(1) / t;
+  }
 
   at::Tensor partial;  // this rank's terms; they sum over ranks to the global loss
   if (config.k > 0) {
@@ -200,31 +208,38 @@ BankLoss bank_loss(
         batch,
         config.k,
         c10::str(negatives.sizes()));
-    // The (query, row) pairs whose row this rank owns, in query order; a rank may own none.
-    // Each query's own negatives are packed into a row of a [B, width] block (width: the most
-    // any query owns, about K / P), scored with batched matmuls, and read back pair by pair.
     const at::Tensor all = negatives.to(rows.device());
     const at::Tensor owned = all.ge(shard.begin).logical_and(all.lt(shard.end));
-    const at::Tensor query = owned.nonzero().select(1, 0);
-    const at::Tensor counts = at::bincount(query, {}, batch);
-    const int64_t width = query.numel() > 0 ? counts.max().item<int64_t>() : 0;
-    at::Tensor negative = at::zeros({0}, queries.options());
-    if (width > 0) {
+    const bool compact = config.layout == NegativeLayout::kCompact ||
+                         (config.layout == NegativeLayout::kAuto && rows.is_cpu());
+    // [B, width] local rows to score and which slots hold a negative this rank owns.
+    at::Tensor packed, valid;
+    if (shard.size() == 0) {
+      packed = at::zeros({batch, 0}, all.options());
+      valid = at::zeros({batch, 0}, owned.options());
+    } else if (compact) {
+      // Each query's own negatives packed to the left of its row; width: the most any query
+      // owns, about K / P.
+      const at::Tensor query = owned.nonzero().select(1, 0);
+      const at::Tensor counts = at::bincount(query, {}, batch);
+      const int64_t width = query.numel() > 0 ? counts.max().item<int64_t>() : 0;
       const at::Tensor slot = at::arange(query.numel(), query.options()) -
                               (counts.cumsum(0) - counts).index_select(0, query);
-      at::Tensor packed = at::zeros({batch, width}, all.options());
+      packed = at::zeros({batch, width}, all.options());
       packed.index_put_({query, slot}, all.masked_select(owned) - shard.begin);
-      negative =
-          GatheredDot::apply(queries, rows, packed).view(-1).index_select(0, query * width + slot) /
-          t;
+      valid = at::arange(width, counts.options()).unsqueeze(0).lt(counts.unsqueeze(1));
+    } else {
+      packed = (all - shard.begin).masked_fill(owned.logical_not(), 0);
+      valid = owned;
     }
+    const at::Tensor negative = packed.size(1) > 0 ? GatheredDot::apply(queries, rows, packed) / t
+                                                   : at::zeros({batch, 0}, queries.options());
     if (bank.z() < 0 || config.z_momentum > 0) {
       // Z = N * mean(exp(s)) over every score of the step, positives included.
       at::Tensor stats = at::stack(
-          {at::exp(positive.detach().to(at::kDouble)).sum() +
-               at::exp(negative.detach().to(at::kDouble)).sum(),
-           at::full({}, static_cast<double>(positive.numel() + negative.numel()), at::kDouble)
-               .to(rows.device())});
+          {sum_where(at::exp(positive.detach().to(at::kDouble)), owns) +
+               sum_where(at::exp(negative.detach().to(at::kDouble)), valid),
+           (owns.sum() + valid.sum()).to(at::kDouble)});
       comm.all_reduce(stats, comm::ReduceOp::kSum);
       const at::Tensor cpu = stats.cpu();
       const double z = n * cpu[0].item<double>() / cpu[1].item<double>();
@@ -237,7 +252,7 @@ BankLoss bank_loss(
     // softplus(log P - c): the seed's ratios without overflow or log(0).
     const at::Tensor positive_terms = -at::softplus(c - (positive - log_z));
     const at::Tensor negative_terms = std::log(k_pn) - c - at::softplus(negative - log_z - c);
-    partial = -(positive_terms.sum() + negative_terms.sum()) / batch;
+    partial = -(sum_where(positive_terms, owns) + sum_where(negative_terms, valid)) / batch;
   } else {
     // Local log-sum-exp per query, rescaled to the shared reference 1/T (|s| <= sqrt(3)/T) and
     // summed over ranks in double; w = exp(lse_r - lse) routes each rank's share of the gradient.
@@ -249,7 +264,7 @@ BankLoss bank_loss(
     }
     comm.all_reduce(sums, comm::ReduceOp::kSum);
     const at::Tensor lse = at::log(sums) + 1 / t;
-    partial = (lse.sum() / world).to(queries.scalar_type()) - positive.sum();
+    partial = (lse.sum() / world).to(queries.scalar_type()) - sum_where(positive, owns);
     if (local_lse.defined()) {
       const at::Tensor weight =
           at::exp(local_lse.detach().to(at::kDouble) - lse).to(queries.scalar_type());

@@ -180,12 +180,17 @@ at::Tensor seed_nce(
 TEST(MemoryBank, NceWithAFixedDrawMatchesTheSeedFormula) {
   auto comm = cpu_comm();
   const int64_t n = 37, dim = 8, b = 8;
-  for (const auto& [type, z_momentum, k] :
-       {std::tuple{torch::kDouble, 0.0, int64_t{10}},
-        {torch::kFloat, 0.0, int64_t{10}},
-        {torch::kDouble, 0.9, int64_t{10}},
-        {torch::kDouble, 0.0, int64_t{1}},
-        {torch::kDouble, 0.0, int64_t{3}}}) {
+  // Both layouts of the negatives: compact (CPUs' default) and dense (GPUs', no host read).
+  for (const auto& [type, z_momentum, k, layout] :
+       {std::tuple{torch::kDouble, 0.0, int64_t{10}, NegativeLayout::kCompact},
+        {torch::kDouble, 0.0, int64_t{10}, NegativeLayout::kDense},
+        {torch::kFloat, 0.0, int64_t{10}, NegativeLayout::kCompact},
+        {torch::kFloat, 0.0, int64_t{10}, NegativeLayout::kDense},
+        {torch::kDouble, 0.9, int64_t{10}, NegativeLayout::kCompact},
+        {torch::kDouble, 0.9, int64_t{10}, NegativeLayout::kDense},
+        {torch::kDouble, 0.0, int64_t{1}, NegativeLayout::kCompact},
+        {torch::kDouble, 0.0, int64_t{1}, NegativeLayout::kDense},
+        {torch::kDouble, 0.0, int64_t{3}, NegativeLayout::kAuto}}) {
     const double t = 0.1, tol = type == torch::kDouble ? 1e-10 : 1e-5;
     const at::Tensor v = whole_bank(n, dim, torch::kDouble);
     MemoryBank bank(n, dim, kSeed, comm->rank(), comm->size(), options(type));
@@ -193,6 +198,7 @@ TEST(MemoryBank, NceWithAFixedDrawMatchesTheSeedFormula) {
     config.k = k;
     config.temperature = t;
     config.z_momentum = z_momentum;
+    config.layout = layout;
     double z = -1;
     for (uint64_t step = 0; step < 2; ++step) {  // the second step reuses or averages Z
       torch::manual_seed(step);
@@ -208,11 +214,11 @@ TEST(MemoryBank, NceWithAFixedDrawMatchesTheSeedFormula) {
       const Step got = distributed_step(q, items, bank, config, negatives, *comm, type);
       EXPECT_NEAR(bank.z(), z, tol * z);
       EXPECT_NEAR(got.loss, expected.item<double>(), tol * std::abs(expected.item<double>()))
-          << "k " << k;
+          << "k " << k << " layout " << static_cast<int>(layout);
       const int64_t local = b / comm->size();
       EXPECT_TRUE(torch::allclose(
           got.gradient, q_ref.grad().slice(0, r * local, (r + 1) * local), tol, tol))
-          << "k " << k;
+          << "k " << k << " layout " << static_cast<int>(layout);
     }
   }
 }
@@ -222,8 +228,9 @@ TEST(MemoryBank, UpdateTouchesExactlyTheOwnedRowsOfTheStep) {
   const int64_t n = 37, dim = 8;
   MemoryBank bank(n, dim, kSeed, comm->rank(), comm->size(), options(torch::kDouble));
   const at::Tensor before = bank.rows().clone();
-  // Row 5 appears twice: its last feature wins.
-  const at::Tensor items = torch::tensor({5, 0, 36, 17, 5, 30}, torch::kLong);
+  // Row 5 appears twice: its last feature wins. The shards' edge rows (37 rows: 0-18, 19-36 on 2
+  // ranks; 0-9, 10-18, 19-27, 28-36 on 4) are where other ranks' items land once clamped.
+  const at::Tensor items = torch::tensor({5, 0, 36, 17, 5, 30, 9, 10, 18, 27, 28}, torch::kLong);
   torch::manual_seed(9);
   at::Tensor features = torch::randn({items.size(0), dim}, torch::kDouble);
   features = features / features.norm(2, 1, true);

@@ -37,14 +37,21 @@
 
 namespace uel::losses {
 
+// How a rank scores its share of the [B, K] negatives. kCompact packs the pairs it owns (about
+// K / P per query) and reads their count on the host; kDense scores all B x K pairs and masks
+// those it does not own: P times the work, no host read. kAuto: compact on CPUs, where a host
+// read is free, dense on GPUs, where it would stall the stream every step.
+enum class NegativeLayout { kAuto, kCompact, kDense };
+
 struct NceConfig {
   int64_t k = 4096;  // negatives per query; 0 = full softmax over all N rows
   double temperature = 0.07;
   double momentum = 0.5;  // weight of the old row in the bank update
   // 0: Z estimated from the first step and kept (the seed). > 0: Z <- z_momentum Z + (1 -
-  // z_momentum) Z_step every step (one more all-reduce of two numbers), so P(v) stays
-  // normalised as the features organise; the fixed Z underestimates it by exp(delta s / T).
+  // z_momentum) Z_step every step (one more all-reduce of two numbers, read on the host), so P(v)
+  // stays normalised as the features organise; the fixed Z underestimates it by exp(delta s / T).
   double z_momentum = 0;
+  NegativeLayout layout = NegativeLayout::kAuto;  // not an option: tests compare the two
 };
 
 // The temperature floor keeps the all-reduced exp sums inside double's range.
@@ -87,7 +94,8 @@ class MemoryBank {
   at::Tensor draw_negatives(int64_t queries, int64_t k, uint64_t key) const;
 
   // Momentum update of this rank's rows among `items` ([B] global rows) from `features`
-  // ([B, D], rows in the same order). An item listed twice takes its last feature.
+  // ([B, D], rows in the same order). An item listed twice takes its last feature. Runs on the
+  // bank's device without reading anything back to the host.
   void update(const at::Tensor& items, const at::Tensor& features, double momentum);
 
  private:
