@@ -36,6 +36,13 @@ class Margin final : public Method {
         "--train.batch_size {} is not a whole number of classes of --margin.items_per_class {}",
         global_batch_,
         config_.items_per_class);
+    // Negatives need a second class in every batch (margin_loss checks it only on CPUs).
+    UEL_CHECK_CONFIG(
+        global_batch_ >= 2 * config_.items_per_class,
+        "--train.batch_size {} holds one class of --margin.items_per_class {}: negatives need at "
+        "least two classes per batch",
+        global_batch_,
+        config_.items_per_class);
     if (config_.labels == "kmeans")
       pseudo_.emplace(pseudo, setup, config_.items_per_class, "margin");
     const int64_t classes = config_.labels == "kmeans" ? pseudo.clusters : setup.num_classes;

@@ -485,6 +485,9 @@ out=$("$uel" train "${margin_base[@]}" --margin.items_per_class=1001 --train.bat
 out=$("$uel" train "${margin_base[@]}" --margin.items_per_class=3 --train.batch_size=20 --out "$tmp/marginbad" 2>&1)
 [[ $? == 2 ]] && grep -q "batch_size 20 is not a whole number of classes of --margin.items_per_class 3" <<<"$out" &&
   pass || fail "margin with a batch that is not class blocks: $out"
+out=$("$uel" train "${margin_base[@]}" --margin.items_per_class=4 --train.batch_size=4 --out "$tmp/marginbad" 2>&1)
+[[ $? == 2 ]] && grep -q "batch_size 4 holds one class of --margin.items_per_class 4: negatives need" <<<"$out" &&
+  pass || fail "margin with one class per batch: $out"
 
 # --- the recorded losses -------------------------------------------------------------------------
 "$uel" train "${common[@]}" --train.method=nce --nce.k=0 --nce.temperature=0.1 --train.precision=float64 \
