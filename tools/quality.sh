@@ -28,7 +28,7 @@ if [[ -z ${QUALITY_EVAL_ONLY:-} ]]; then  # QUALITY_EVAL_ONLY=1: evaluate the tr
     { tail -5 "$run.log"; exit 1; }
 fi
 # The training's wall time, as the run logged it (done: N steps in h:mm:ss).
-seconds=$(sed -nE 's/.*done: [0-9]+ steps in ([0-9]+):([0-9]+):([0-9]+).*/\1*3600+\2*60+\3/p' "$run.log" | tail -1)
+seconds=$(sed -nE 's/.*done: [0-9]+ steps in ([0-9]+):([0-9]+):([0-9]+).*/10#\1*3600+10#\2*60+10#\3/p' "$run.log" | tail -1)
 seconds=$((seconds))
 # JSON of `uel eval` with extra options; the run's own protocols are replaced by all three.
 evaluate() { "${mpi[@]}" "$uel" eval --run "$run" "$@" | tail -1; }

@@ -203,26 +203,19 @@ at::Tensor read_query_images(
 // This rank's shard of the run's evaluation queries, embedded with its model and sharded as
 // read_embedding_shard shards a file. Collective.
 data::EmbeddingRows embed_queries(
-    train::Trainer& trainer,
-    const Config& config,
-    const std::string& run,
-    const comm::WorldInfo& world) {
+    train::Trainer& trainer, const std::string& run, const comm::WorldInfo& world) {
   const eval::Evaluator& evaluator = trainer.evaluator();
   UEL_CHECK_CONFIG(
       !evaluator.query_path().empty(),
       "run '{}' has no evaluation queries (no data.test, no data.val_fraction); give --data",
       run);
   const std::vector<int64_t>& positions = evaluator.query_positions();
-  const data::ImageDataset dataset(evaluator.query_path(), config.data.memory_mb << 20);
+  const data::ImageDataset& dataset = *evaluator.query_dataset();
   data::EmbeddingRows rows;
   rows.embeddings = evaluator.embed(trainer.model(), dataset, positions).to(at::kCPU, at::kFloat);
   rows.total = static_cast<int64_t>(positions.size());
-  const ShardRange shard = shard_range(rows.total, world.rank, world.size);
-  rows.begin = shard.begin;
-  std::vector<int64_t> labels;
-  for (int64_t i = shard.begin; i < shard.end; ++i)
-    labels.push_back(dataset.labels()[positions[i]]);
-  rows.labels = at::tensor(labels, at::kLong);
+  rows.begin = shard_range(rows.total, world.rank, world.size).begin;
+  rows.labels = evaluator.labels_of(dataset, positions).to(at::kCPU);
   return rows;
 }
 
@@ -279,7 +272,7 @@ int run_neighbours(const Args& args) {
   auto comm = comm::make_communicator(config.comm.backend, c10::Device(c10::kCPU));
   const data::EmbeddingRows rows = !data.empty()
                                        ? data::read_embedding_shard(data, world.rank, world.size)
-                                       : embed_queries(*trainer, run_config, run, world);
+                                       : embed_queries(*trainer, run, world);
   const Nearest nearest =
       image.empty() ? nearest_rows(rows, parse_rows(query, rows.total, "query", data), k, *comm)
                     : nearest_vectors(vectors, files, rows, k, *comm);

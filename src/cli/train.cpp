@@ -191,25 +191,24 @@ int run_embed(const Args& args) {
   std::string checkpoint;
   auto trainer = open_run(config, run, options.to_ini(), &checkpoint);
   const eval::Evaluator& evaluator = trainer->evaluator();
-  const bool queries = data.empty();
-  std::vector<int64_t> rows;
-  if (queries) {
+  // The queries' dataset is the one the evaluator holds open; a given file is opened here.
+  std::shared_ptr<const data::ImageDataset> dataset = evaluator.query_dataset();
+  std::vector<int64_t> rows = evaluator.query_positions();
+  if (data.empty()) {
     data = evaluator.query_path();
-    rows = evaluator.query_positions();
-  }
-  const data::ImageDataset dataset(data, config.data.memory_mb << 20);
-  if (!queries) {
-    rows.resize(dataset.size());
+  } else {
+    dataset = std::make_shared<const data::ImageDataset>(data, config.data.memory_mb << 20);
+    rows.resize(dataset->size());
     std::iota(rows.begin(), rows.end(), 0);
   }
-  at::Tensor features = evaluator.embed(trainer->model(), dataset, rows).to(at::kCPU);
+  at::Tensor features = evaluator.embed(trainer->model(), *dataset, rows).to(at::kCPU);
   // Shards are contiguous and in rank order, so the gather restores the rows' order.
   auto comm = comm::make_communicator(config.comm.backend, c10::Device(c10::kCPU));
   at::Tensor gathered = comm->all_gather_v(features);
   if (comm::world().rank == 0) {
     std::vector<int64_t> labels(rows.size());
     for (size_t i = 0; i < rows.size(); ++i)
-      labels[i] = dataset.labels()[rows[i]];
+      labels[i] = dataset->labels()[rows[i]];
     data::write_embeddings(out, gathered, labels, rows, data, checkpoint);
     log_info("wrote {} ({} x {} embeddings of {})", out, gathered.size(0), gathered.size(1), data);
   }

@@ -94,6 +94,8 @@ class Evaluator {
       models::EmbeddingNet& model,
       const data::ImageDataset& dataset,
       const std::vector<int64_t>& positions) const;
+  // This rank's shard of `positions`' labels (on the device), the same shard embed() takes.
+  at::Tensor labels_of(const data::ImageDataset& d, const std::vector<int64_t>& positions) const;
   // The protocols of eval.protocol on the query set (collective): weighted kNN against the
   // gallery (embedded, or `gallery_features`, this rank's shard of the training set's features
   // the method keeps, with eval.features = bank), Recall@K within the query set, NMI and ARI of a
@@ -101,10 +103,14 @@ class Evaluator {
   Evaluation evaluate(models::EmbeddingNet& model, const at::Tensor& gallery_features = {}) const;
   // "test", or "validation" when data.val_fraction holds out part of the training set.
   std::string split() const;
-  // The query set: its file, and the rows of it evaluated (the test set's rows in its class
-  // filter, or the held-out rows of the training set); an empty path when there is none.
+  // The query set: its file, the dataset open on it (null when there is none) and the rows of
+  // it evaluated (the test set's rows in its class filter, or the held-out rows of the training
+  // set); an empty path when there is none.
   const std::string& query_path() const {
     return test_path_;
+  }
+  const std::shared_ptr<const data::ImageDataset>& query_dataset() const {
+    return test_;
   }
   const std::vector<int64_t>& query_positions() const {
     return test_positions_;
@@ -134,8 +140,6 @@ class Evaluator {
   // The per-pixel mean over `positions` (collective: each rank sums its shard).
   at::Tensor pixel_mean(
       const data::ImageDataset& dataset, const std::vector<int64_t>& positions) const;
-  // This rank's shard of `positions`' labels, the same shard embed() takes.
-  at::Tensor labels_of(const data::ImageDataset& d, const std::vector<int64_t>& positions) const;
 
   EvalConfig config_;
   std::shared_ptr<comm::Communicator> comm_;
