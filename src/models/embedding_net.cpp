@@ -11,9 +11,9 @@
 #include <torch/nn/modules/pooling.h>
 #include <torch/serialize.h>
 
-#include "uel/comm/sync_batch_norm.h"
 #include "uel/core/error.h"
 #include "uel/core/files.h"
+#include "uel/models/batch_norm.h"
 
 namespace uel::models {
 
@@ -21,23 +21,18 @@ namespace {
 
 namespace nn = torch::nn;
 
-// BatchNorm2d, or SyncBatchNorm when the model spans ranks with model.sync_bn.
+// BatchNorm over this rank's batch, or the global one (a communicator: model.sync_bn), as a
+// child named "bn": the parameter names checkpoints have always had.
 class Norm2dImpl : public nn::Module {
  public:
-  Norm2dImpl(int64_t channels, const std::shared_ptr<comm::Communicator>& comm) {
-    if (comm) {
-      sync_ = register_module("bn", comm::SyncBatchNorm(channels, comm));
-    } else {
-      bn_ = register_module("bn", nn::BatchNorm2d(channels));
-    }
-  }
+  Norm2dImpl(int64_t channels, const std::shared_ptr<comm::Communicator>& comm)
+      : bn_(register_module("bn", BatchNorm(channels, comm))) {}
   at::Tensor forward(const at::Tensor& x) {
-    return sync_ ? sync_->forward(x) : bn_->forward(x);
+    return bn_->forward(x);
   }
 
  private:
-  nn::BatchNorm2d bn_{nullptr};
-  comm::SyncBatchNorm sync_{nullptr};
+  BatchNorm bn_;
 };
 TORCH_MODULE(Norm2d);
 
@@ -46,6 +41,8 @@ TORCH_MODULE(Norm2d);
 at::Tensor pool(const at::Tensor& h, int64_t grid) {
   if (grid == 1)
     return h.mean({2, 3});
+  if (h.size(2) == grid && h.size(3) == grid)  // already the grid (28x28 inputs, grid 4): as is
+    return h.flatten(1);
   return at::adaptive_avg_pool2d(h, {grid, grid}).flatten(1);
 }
 
