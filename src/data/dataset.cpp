@@ -169,9 +169,14 @@ void read_rows(
     H5Sselect_hyperslab(file_space.get(), H5S_SELECT_OR, start, nullptr, count, nullptr);
     i = j;
   }
-  const hsize_t mem_dims[1] = {
-      static_cast<hsize_t>(sorted_unique.size() * info.height * info.width * info.channels)};
-  Handle mem_space(H5Screate_simple(1, mem_dims, nullptr), H5Sclose);
+  // The rows' own shape: against a flat memory space HDF5 maps chunked data element by element
+  // (reading Fashion-MNIST's 60,000 images took about 2 s, most of a short command's start).
+  const hsize_t mem_dims[4] = {
+      static_cast<hsize_t>(sorted_unique.size()),
+      static_cast<hsize_t>(info.height),
+      static_cast<hsize_t>(info.width),
+      static_cast<hsize_t>(info.channels)};
+  Handle mem_space(H5Screate_simple(4, mem_dims, nullptr), H5Sclose);
   UEL_CHECK_DATA(
       H5Dread(images, H5T_NATIVE_UINT8, mem_space.get(), file_space.get(), H5P_DEFAULT, out) >= 0,
       "cannot read images from '{}' (truncated or corrupt file?): {}",
