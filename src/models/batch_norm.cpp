@@ -19,6 +19,11 @@ std::vector<int64_t> channel_shape(int64_t channels, int64_t dim) {
   return shape;
 }
 
+// A per-channel vector [C] as a view that broadcasts over x, in x's precision.
+at::Tensor per_channel(const at::Tensor& k, const at::Tensor& x) {
+  return k.to(x.scalar_type()).view(channel_shape(x.size(1), x.dim()));
+}
+
 // Normalises with the global batch's statistics and applies the affine map. Statistics come from
 // ATen's batch-norm statistics kernel and the two gradient sums from its inference-mode backward
 // (which takes mean and variance as given); what is left is per channel x -> a * x + b, one
@@ -55,10 +60,8 @@ struct Normalize : public torch::autograd::Function<Normalize> {
     mean_d = packed.narrow(0, 0, channels) / count;
     var_d = (packed.narrow(0, channels, channels) / count - mean_d * mean_d).clamp_min(0);
     const at::Tensor alpha = weight.to(at::kDouble) * (var_d + eps).rsqrt();
-    const auto shape = channel_shape(channels, x.dim());
-    auto per_channel = [&](const at::Tensor& k) { return k.to(x.scalar_type()).view(shape); };
-    const at::Tensor y =
-        at::addcmul(per_channel(bias.to(at::kDouble) - mean_d * alpha), x, per_channel(alpha));
+    const at::Tensor y = at::addcmul(
+        per_channel(bias.to(at::kDouble) - mean_d * alpha, x), x, per_channel(alpha, x));
     const at::Tensor mean = mean_d.to(x.scalar_type()), var = var_d.to(x.scalar_type());
     ctx->saved_data["comm"] = comm_address;
     ctx->saved_data["eps"] = eps;
@@ -98,10 +101,8 @@ struct Normalize : public torch::autograd::Function<Normalize> {
     const at::Tensor k1 = weight.to(at::kDouble) * invstd;
     const at::Tensor k2 = -k1 * invstd * mean_dy_xhat;
     const at::Tensor k3 = -k1 * mean_dy - k2 * mean.to(at::kDouble);
-    const auto shape = channel_shape(channels, x.dim());
-    auto per_channel = [&](const at::Tensor& k) { return k.to(x.scalar_type()).view(shape); };
-    at::Tensor dx = at::addcmul(per_channel(k3), x, per_channel(k2));
-    dx.addcmul_(dy, per_channel(k1));
+    at::Tensor dx = at::addcmul(per_channel(k3, x), x, per_channel(k2, x));
+    dx.addcmul_(dy, per_channel(k1, x));
     return {dx, dweight, dbias, at::Tensor(), at::Tensor()};
   }
 };
