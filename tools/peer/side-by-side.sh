@@ -16,6 +16,7 @@ cd "$(dirname "$0")/../.."
 rounds=${1:-3} config=${2:-configs/fmnist-isif.ini}
 uel=${UEL:-build/src/cli/uel}
 logs=${LOGS:-$(mktemp -d)}
+mkdir -p "$logs"
 python=/usr/bin/python3
 [[ -x $uel ]] || { echo "no $uel: run tools/build.sh first" >&2; exit 1; }
 $python -c 'import torch' 2>/dev/null || { echo "no torch for $python: apt-get install python3-torch" >&2; exit 1; }
