@@ -67,6 +67,9 @@ void Config::declare_data(OptionSet& o) {
   o.add("aug.grayscale_p", &aug.grayscale_p, "RandomGrayscale probability (RGB only)");
   o.add("aug.flip_p", &aug.flip_p, "horizontal flip probability");
   o.add("aug.rotation", &aug.rotation, "rotate views by random quarter turns (labels for UDML)");
+  o.add("aug.erase_p", &aug.erase_p, "RandomErasing probability (a rectangle set to the mean)");
+  o.add("aug.erase_scale_min", &aug.erase_scale_min, "RandomErasing smallest area fraction");
+  o.add("aug.erase_scale_max", &aug.erase_scale_max, "RandomErasing largest area fraction");
   o.add("aug.mean", &aug.mean, "per-channel mean on [0,1] pixels (empty = from the training set)");
   o.add("aug.std", &aug.std, "per-channel std on [0,1] pixels (empty = from the training set)");
 }
@@ -84,6 +87,11 @@ void Config::declare_model(OptionSet& o) {
       &model.pool_grid,
       "backbone pooling: 1 = global average, G = average to a G x G map, flattened (keeps layout)",
       OptionSet::positive<int64_t>());
+  o.add(
+      "model.head_hidden",
+      &model.head_hidden,
+      "0 = a linear head; H = a projection MLP: Linear(H), BatchNorm, ReLU, then the linear head",
+      OptionSet::non_negative<int64_t>());
   o.add(
       "model.width",
       &model.width,

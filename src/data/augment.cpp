@@ -90,6 +90,13 @@ void AugmentConfig::validate(int64_t channels) const {
   UEL_CHECK_CONFIG(
       grayscale_p >= 0 && grayscale_p <= 1 && flip_p >= 0 && flip_p <= 1,
       "--aug.grayscale_p and --aug.flip_p are probabilities in [0, 1]");
+  UEL_CHECK_CONFIG(
+      erase_p >= 0 && erase_p <= 1, "--aug.erase_p is a probability in [0, 1], got {}", erase_p);
+  UEL_CHECK_CONFIG(
+      erase_scale_min > 0 && erase_scale_min <= erase_scale_max && erase_scale_max < 1,
+      "--aug.erase_scale_min/max must satisfy 0 < min <= max < 1, got {} and {}",
+      erase_scale_min,
+      erase_scale_max);
   for (const auto* values : {&mean, &std}) {
     const auto count = static_cast<int64_t>(values->size());
     UEL_CHECK_CONFIG(
@@ -157,6 +164,26 @@ ViewParams Augmenter::draw(
   p.grayscale = rng.bernoulli(c.grayscale_p);
   p.flip = rng.bernoulli(c.flip_p);
   p.rotation = c.rotation ? static_cast<int>(rng.below(4)) : 0;
+  // Drawn last and only when enabled, so that runs without erasing keep every other draw.
+  if (c.erase_p > 0 && rng.bernoulli(c.erase_p)) {
+    // RandomErasing.get_params on the output: ten tries, else nothing is erased.
+    const int64_t side = c.size > 0 ? c.size : height;
+    const double out_area = static_cast<double>(side * side);
+    const double log_ratio = std::log(1.0 / 0.3);
+    for (int attempt = 0; attempt < 10; ++attempt) {
+      const double target = out_area * rng.uniform(c.erase_scale_min, c.erase_scale_max);
+      const double aspect = std::exp(rng.uniform(-log_ratio, log_ratio));
+      const auto h = static_cast<int64_t>(std::lround(std::sqrt(target * aspect)));
+      const auto w = static_cast<int64_t>(std::lround(std::sqrt(target / aspect)));
+      if (h > 0 && h < side && w > 0 && w < side) {
+        p.erase_top = rng.below(side - h + 1);
+        p.erase_left = rng.below(side - w + 1);
+        p.erase_height = h;
+        p.erase_width = w;
+        break;
+      }
+    }
+  }
   return p;
 }
 
@@ -282,7 +309,31 @@ AugmentedViews Augmenter::apply(
     at::Tensor mask = on_device(gray, {n, 1, 1, 1}) > 0.5;
     x = at::where(mask, to_grayscale(x).expand_as(x), x);
   }
-  return {normalize(x), on_device(rotation, {n}).to(at::kLong)};
+  x = normalize(x);
+  // Erased rectangles become 0 after normalisation: the training set's mean pixel.
+  std::vector<float> keep;
+  for (int64_t k = 0; k < n; ++k) {
+    const ViewParams& p = params[k];
+    if (p.erase_height == 0 || p.erase_width == 0)
+      continue;
+    UEL_CHECK(
+        p.erase_top >= 0 && p.erase_left >= 0 && p.erase_top + p.erase_height <= size &&
+            p.erase_left + p.erase_width <= size,
+        "erased rectangle {}x{} at ({}, {}) leaves the {}x{} view",
+        p.erase_height,
+        p.erase_width,
+        p.erase_top,
+        p.erase_left,
+        size,
+        size);
+    if (keep.empty())
+      keep.assign(n * size * size, 1.0f);
+    for (int64_t i = p.erase_top; i < p.erase_top + p.erase_height; ++i)
+      std::fill_n(keep.begin() + (k * size + i) * size + p.erase_left, p.erase_width, 0.0f);
+  }
+  if (!keep.empty())
+    x.mul_(on_device(keep, {n, 1, size, size}));
+  return {x, on_device(rotation, {n}).to(at::kLong)};
 }
 
 at::Tensor Augmenter::eval_view(const at::Tensor& images) const {

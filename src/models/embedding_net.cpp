@@ -4,6 +4,8 @@
 
 #include <fmt/ranges.h>
 #include <torch/nn/functional/normalization.h>
+#include <torch/nn/modules/activation.h>
+#include <torch/nn/modules/container/functional.h>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
@@ -217,8 +219,24 @@ EmbeddingNetImpl::EmbeddingNetImpl(
     const ModelConfig& config, std::shared_ptr<comm::Communicator> comm)
     : config_(config) {
   UEL_CHECK_CONFIG(config.low_dim > 0, "--model.low_dim must be positive, got {}", config.low_dim);
-  backbone_ = register_module("backbone", make_backbone(config, std::move(comm)));
-  head_ = register_module("head", nn::Linear(backbone_->out_features(), config.low_dim));
+  UEL_CHECK_CONFIG(
+      config.head_hidden >= 0,
+      "--model.head_hidden must be 0 or positive, got {}",
+      config.head_hidden);
+  backbone_ = register_module("backbone", make_backbone(config, comm));
+  int64_t in = backbone_->out_features();
+  if (config.head_hidden > 0) {
+    // A projection MLP (SimCLR, MoCo v2): the loss shapes the space after it, which leaves the
+    // backbone's features (eval.layer=backbone) less specialised to instance discrimination.
+    hidden_ = register_module(
+        "head_hidden",
+        nn::Sequential(
+            nn::Linear(nn::LinearOptions(in, config.head_hidden).bias(false)),
+            BatchNorm(config.head_hidden, config.sync_bn ? comm : nullptr),
+            nn::Functional(at::relu)));
+    in = config.head_hidden;
+  }
+  head_ = register_module("head", nn::Linear(in, config.low_dim));
 }
 
 at::Tensor EmbeddingNetImpl::forward(const at::Tensor& x) {
@@ -231,8 +249,9 @@ at::Tensor EmbeddingNetImpl::features(const at::Tensor& x) {
 
 at::Tensor EmbeddingNetImpl::embed(const at::Tensor& features) {
   // The seed divides by the norm without an epsilon; a tiny floor only guards all-zero rows.
+  const at::Tensor h = hidden_ ? hidden_->forward(features) : features;
   return nn::functional::normalize(
-      head_->forward(features), nn::functional::NormalizeFuncOptions().p(2).dim(1).eps(1e-12));
+      head_->forward(h), nn::functional::NormalizeFuncOptions().p(2).dim(1).eps(1e-12));
 }
 
 void save_weights(torch::nn::Module& module, const std::string& path) {

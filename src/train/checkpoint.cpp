@@ -172,6 +172,7 @@ void check_checkpoint_options(
         "model.width",
         "model.depth",
         "model.pool_grid",
+        "model.head_hidden",
         "model.low_dim",
         "train.method"}) {
     const auto was = saved.find(key), is = now.find(key);

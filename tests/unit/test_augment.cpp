@@ -174,6 +174,58 @@ TEST(Augment, DrawsFollowTheConfiguredRanges) {
     EXPECT_NEAR(r / 2000.0, 0.25, 0.05);
 }
 
+// aug.erase_p: the rectangle reads as the mean pixel (0 after normalising), the rest is untouched.
+TEST(Augment, ErasingSetsItsRectangleToTheMean) {
+  AugmentConfig c = plain_config();
+  c.mean = {0.5};
+  c.std = {0.25};
+  Augmenter aug(c, 0);
+  at::Tensor x = random_images(2, 6, 6, 1);
+  ViewParams erased = identity_params(6, 6);
+  erased.erase_top = 2;
+  erased.erase_left = 1;
+  erased.erase_height = 3;
+  erased.erase_width = 4;
+  at::Tensor expected = aug.eval_view(x);
+  auto out = aug.apply(x, {identity_params(6, 6), erased}).images;
+  EXPECT_TRUE(at::allclose(out[0], expected[0], 0, 1e-5));
+  expected[1].slice(1, 2, 5).slice(2, 1, 5).zero_();
+  EXPECT_TRUE(at::allclose(out[1], expected[1], 0, 1e-5));
+  EXPECT_EQ(out[1].slice(1, 2, 5).slice(2, 1, 5).abs().sum().item<float>(), 0.0f);
+  erased.erase_left = 3;  // 3 + 4 > 6
+  EXPECT_THROW_WITH(aug.apply(x, {erased, erased}), Error, "leaves the 6x6 view");
+}
+
+// Erasing is drawn after everything else: enabling it keeps every other choice of a view.
+TEST(Augment, ErasingDrawsFollowTheirRangesAndKeepTheOtherDraws) {
+  AugmentConfig c = plain_config();
+  Augmenter plain(c, 3);
+  c.erase_p = 0.5;
+  c.erase_scale_min = 0.05;
+  c.erase_scale_max = 0.2;
+  Augmenter erasing(c, 3);
+  int erased = 0;
+  for (int64_t id = 0; id < 2000; ++id) {
+    const ViewParams a = plain.draw(28, 28, 1, id, 0), b = erasing.draw(28, 28, 1, id, 0);
+    EXPECT_EQ(a.crop_top, b.crop_top);
+    EXPECT_EQ(a.crop_width, b.crop_width);
+    EXPECT_EQ(a.brightness, b.brightness);
+    EXPECT_EQ(a.flip, b.flip);
+    EXPECT_EQ(a.erase_height, 0);
+    if (b.erase_height == 0)
+      continue;
+    ++erased;
+    const double area = double(b.erase_height * b.erase_width) / (28 * 28);
+    EXPECT_GE(area, 0.05 - 0.02);  // rounding of the side lengths
+    EXPECT_LE(area, 0.2 + 0.02);
+    EXPECT_GE(double(b.erase_height) / b.erase_width, 0.3 * 0.8);
+    EXPECT_LE(double(b.erase_height) / b.erase_width, 3.3 * 1.2);
+    EXPECT_LE(b.erase_top + b.erase_height, 28);
+    EXPECT_LE(b.erase_left + b.erase_width, 28);
+  }
+  EXPECT_NEAR(erased / 2000.0, 0.5, 0.05);
+}
+
 TEST(Augment, ViewsAreKeyedBySampleNotByBatch) {
   AugmentConfig c = plain_config();
   Augmenter aug(c, 11);
@@ -198,6 +250,12 @@ TEST(Augment, ValidateNamesTheOption) {
   c = plain_config();
   c.mean = {0.1, 0.2};
   EXPECT_THROW_WITH(c.validate(3), ConfigError, "1 or 3 values");
+  c = plain_config();
+  c.erase_p = 1.5;
+  EXPECT_THROW_WITH(c.validate(1), ConfigError, "--aug.erase_p");
+  c = plain_config();
+  c.erase_scale_max = 1;
+  EXPECT_THROW_WITH(c.validate(1), ConfigError, "--aug.erase_scale_min/max");
 }
 
 }  // namespace

@@ -1,3 +1,4 @@
+#include <map>
 #include <set>
 
 #include <torch/torch.h>
@@ -95,6 +96,47 @@ TEST(Models, SmallCnnDepthStacksLayersPerStage) {
   }
   config.depth = 0;
   EXPECT_THROW_WITH(EmbeddingNet(config, nullptr), ConfigError, "--model.depth");
+}
+
+// model.head_hidden: the embedding is normalize(W2 relu(BN(W1 f)) + b2), BN over the batch in
+// training; 0 keeps the single linear head and its checkpoint names.
+TEST(Models, HeadHiddenIsLinearBatchNormReluBeforeTheHead) {
+  ModelConfig config;
+  config.in_channels = 1;
+  config.width = 4;
+  config.low_dim = 8;
+  config.head_hidden = 6;
+  EmbeddingNet net(config, nullptr);
+  net->to(at::kDouble);
+  std::map<std::string, at::Tensor> p;
+  for (const auto& item : net->named_parameters())
+    p[item.key()] = item.value();
+  ASSERT_EQ(p.size(), 17u);  // 4 conv + 4 x 2 BN in the backbone, 3 in the hidden layer, 2 head
+  const at::Tensor w1 = p.at("head_hidden.0.weight");
+  ASSERT_EQ(w1.sizes(), (std::vector<int64_t>{6, 32}));
+  ASSERT_EQ(p.at("head.weight").sizes(), (std::vector<int64_t>{8, 6}));
+  torch::NoGradGuard no_grad;
+  p.at("head_hidden.1.weight").uniform_(0.5, 1.5);
+  p.at("head_hidden.1.bias").uniform_(-0.5, 0.5);
+  const at::Tensor x = torch::randn({5, 1, 28, 28}, at::kDouble);
+  const at::Tensor f = net->features(x);
+  const at::Tensor z = f.matmul(w1.t());
+  const at::Tensor bn = (z - z.mean(0)) / (z.var(0, /*unbiased=*/false) + 1e-5).sqrt() *
+                            p.at("head_hidden.1.weight") +
+                        p.at("head_hidden.1.bias");
+  at::Tensor e = bn.relu().matmul(p.at("head.weight").t()) + p.at("head.bias");
+  e = e / e.norm(2, 1, true);
+  EXPECT_TRUE(torch::allclose(net->forward(x), e, 1e-12, 1e-12));
+
+  config.head_hidden = 0;
+  EmbeddingNet linear(config, nullptr);
+  std::set<std::string> keys;
+  for (const auto& item : linear->named_parameters())
+    keys.insert(item.key());
+  EXPECT_EQ(keys.size(), 14u);
+  EXPECT_TRUE(keys.count("head.weight") && keys.count("head.bias"));
+  config.head_hidden = -1;
+  EXPECT_THROW_WITH(EmbeddingNet(config, nullptr), ConfigError, "--model.head_hidden");
 }
 
 TEST(Models, ResNetParameterNamesFollowTorchvision) {

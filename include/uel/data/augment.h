@@ -25,7 +25,12 @@ struct AugmentConfig {
   double hue = 0.4;  // in [0, 0.5]
   double grayscale_p = 0.2;
   double flip_p = 0.5;
-  bool rotation = false;     // rotate each view by a random multiple of 90 degrees, with labels
+  bool rotation = false;  // rotate each view by a random multiple of 90 degrees, with labels
+  // RandomErasing (Zhong et al. 2020, torchvision's defaults but p): with probability erase_p a
+  // rectangle of erase_scale of the output's area, aspect 0.3-3.3, is set to the mean pixel.
+  double erase_p = 0;
+  double erase_scale_min = 0.02;
+  double erase_scale_max = 0.33;
   std::vector<double> mean;  // per channel (or one value for all); [0,1] pixel scale
   std::vector<double> std;
 
@@ -42,6 +47,7 @@ struct ViewParams {
   double brightness = 1, contrast = 1, saturation = 1, hue = 0;
   int jitter_order[4] = {0, 1, 2, 3};  // brightness, contrast, saturation, hue
   bool grayscale = false;
+  int64_t erase_top = 0, erase_left = 0, erase_height = 0, erase_width = 0;  // 0 x 0: none
 };
 
 struct AugmentedViews {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include <torch/nn/module.h>
+#include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 #include <torch/serialize/output-archive.h>
@@ -23,6 +24,7 @@ struct ModelConfig {
   int64_t width = 32;       // small_cnn: channels of its first layer (doubling after)
   int64_t depth = 1;        // small_cnn: 3x3 conv-BN-ReLU layers per stage
   int64_t pool_grid = 1;    // backbone features: global average (1) or a grid x grid map
+  int64_t head_hidden = 0;  // 0: a linear head; H: Linear(H)-BatchNorm-ReLU before it
   int64_t in_channels = 3;  // follows the dataset
   bool sync_bn = false;     // batch statistics over all ranks (needs `comm`)
 };
@@ -55,6 +57,7 @@ class EmbeddingNetImpl : public torch::nn::Module {
  private:
   ModelConfig config_;
   std::shared_ptr<BackboneImpl> backbone_;
+  torch::nn::Sequential hidden_{nullptr};  // model.head_hidden > 0 only
   torch::nn::Linear head_{nullptr};
 };
 TORCH_MODULE(EmbeddingNet);
