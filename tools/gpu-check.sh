@@ -151,7 +151,7 @@ data=$root/.gpu/fmnist/test.h5
 base=()
 set_base() {
   base=(--config configs/fmnist-isif.ini --data.train="$data" --data.test="$data"
-    --model.sync_bn=true --train.lr=0.03 --train.epochs=20
+    --model.sync_bn=true --train.lr=0.03 --train.epochs=20 --aug.erase_p=0
     --train.max_steps="$1" --train.log_every=1 --eval.every=0 --train.threads="$threads")
 }
 
