@@ -3,7 +3,7 @@
 # MPI ranks for a few minutes (3 epochs of configs/fmnist-isif.ini), evaluates the run with the
 # weighted kNN and 1-NN protocols, prints them next to uel's pixel baseline on the same split, and
 # draws the embedding (`uel show`: retrieval grid, maps beside the pixels', per-class kNN).
-# DEMO_EPOCHS=60 reproduces the full recipe (24 minutes of training on 2 idle cores).
+# DEMO_EPOCHS=60 reproduces the full recipe (23 minutes of training on 2 idle cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
