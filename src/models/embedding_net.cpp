@@ -4,7 +4,6 @@
 
 #include <fmt/ranges.h>
 #include <torch/nn/functional/normalization.h>
-#include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/container/functional.h>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/conv.h>
