@@ -146,8 +146,8 @@ command -v "$py" >/dev/null || py=/usr/bin/python3
 data=$root/.gpu/fmnist/test.h5
 
 # The recipe at its batch (256 instances, 512 images), every step logged, no evaluation; with
-# SyncBN (stage c compares 2 ranks with 1) and the lr and schedule the committed reference was
-# written with (the recipe's own are tuned for quality, not for this check).
+# SyncBN (stage c compares 2 ranks with 1) and the lr, schedule and augmentation (no erasing) the
+# committed reference was written with (the recipe's own are tuned for quality, not this check).
 base=()
 set_base() {
   base=(--config configs/fmnist-isif.ini --data.train="$data" --data.test="$data"

@@ -26,8 +26,9 @@ struct AugmentConfig {
   double grayscale_p = 0.2;
   double flip_p = 0.5;
   bool rotation = false;  // rotate each view by a random multiple of 90 degrees, with labels
-  // RandomErasing (Zhong et al. 2020, torchvision's defaults but p): with probability erase_p a
-  // rectangle of erase_scale of the output's area, aspect 0.3-3.3, is set to the mean pixel.
+  // RandomErasing (Zhong et al. 2020; torchvision's defaults but p, and an aspect range symmetric
+  // in log): with probability erase_p a rectangle of erase_scale of the output's area, aspect 0.3
+  // to 1/0.3 (torchvision: 0.3 to 3.3), is set to the mean pixel.
   double erase_p = 0;
   double erase_scale_min = 0.02;
   double erase_scale_max = 0.33;
