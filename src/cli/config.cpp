@@ -271,6 +271,12 @@ void Config::declare_train(OptionSet& o) {
       &method.pseudo.kmeans_n_init,
       "k-means restarts of the first clustering",
       OptionSet::positive<int64_t>());
+  o.add_choice(
+      "pseudo.layer",
+      &method.pseudo.layer,
+      {"head", "backbone"},
+      "features clustered: head (the L2-normalised embedding) or backbone (the pooled features "
+      "below the head, L2-normalised)");
   o.add(
       "udml.items_per_class",
       &method.udml.items_per_class,

@@ -213,11 +213,14 @@ at::Tensor Evaluator::embed(
   return model_features(model, dataset, positions, config_.layer == "backbone");
 }
 
-at::Tensor Evaluator::embed_head(
+at::Tensor Evaluator::embed_layer(
     models::EmbeddingNet& model,
     const data::ImageDataset& dataset,
-    const std::vector<int64_t>& positions) const {
-  return model_features(model, dataset, positions, /*backbone=*/false);
+    const std::vector<int64_t>& positions,
+    const std::string& layer) const {
+  UEL_CHECK_CONFIG(
+      layer == "head" || layer == "backbone", "unknown layer '{}': head or backbone", layer);
+  return model_features(model, dataset, positions, layer == "backbone");
 }
 
 at::Tensor Evaluator::labels_of(

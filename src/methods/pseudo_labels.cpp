@@ -18,6 +18,10 @@ void validate(const PseudoLabelConfig& c) {
       "--pseudo.recluster_every must be at least 1 epoch, got {}",
       c.recluster_every);
   UEL_CHECK_CONFIG(c.kmeans_n_init >= 1, "--pseudo.kmeans_n_init must be at least 1");
+  UEL_CHECK_CONFIG(
+      c.layer == "head" || c.layer == "backbone",
+      "--pseudo.layer must be head or backbone, got '{}'",
+      c.layer);
 }
 
 PseudoLabels::PseudoLabels(
@@ -66,7 +70,7 @@ at::Tensor PseudoLabels::of(const at::Tensor& items) const {
 }
 
 void PseudoLabels::recluster(const EpochContext& context) {
-  const at::Tensor features = context.embed_train();
+  const at::Tensor features = context.embed_train(config_.layer);
   cluster::KMeansConfig kmeans;
   kmeans.k = config_.clusters;
   kmeans.n_init = config_.kmeans_n_init;

@@ -434,7 +434,9 @@ void Trainer::start_epoch(int64_t epoch, int64_t first_step) {
       model_,
       epoch,
       first_step,
-      [this] { return evaluator_->embed_head(model_, *input_.dataset, input_.positions); },
+      [this](const std::string& layer) {
+        return evaluator_->embed_layer(model_, *input_.dataset, input_.positions, layer);
+      },
       train_labels_});
   if (auto sampler = method_->sampler())
     input_.loader->set_sampler(std::move(sampler));

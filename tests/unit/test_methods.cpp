@@ -6,11 +6,13 @@
 #include <cmath>
 #include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include "uel/comm/communicator.h"
+#include "uel/core/error.h"
 #include "uel/methods/method.h"
 #include "uel/models/embedding_net.h"
 
@@ -27,6 +29,7 @@ struct UdmlStep {
   MethodSetup setup;
   std::vector<int64_t> truth = std::vector<int64_t>(16, 0);
   data::Batch batch;
+  std::vector<std::string> clustered;  // the layers the method asked to embed, in order
 
   UdmlStep() {
     torch::manual_seed(3);
@@ -51,10 +54,11 @@ struct UdmlStep {
     batch.views = {images.index_select(0, batch.items)};
   }
 
-  std::unique_ptr<Method> method(double rotation_weight) {
+  std::unique_ptr<Method> method(double rotation_weight, const std::string& layer = "head") {
     MethodConfig config;
     config.name = "udml";
     config.pseudo.clusters = 2;
+    config.pseudo.layer = layer;
     config.udml.items_per_class = 4;
     config.udml.rotation_items = 4;
     config.udml.rotation_weight = rotation_weight;
@@ -64,9 +68,12 @@ struct UdmlStep {
         model,
         0,
         0,
-        [&] {
+        [&](const std::string& asked) {
+          clustered.push_back(asked);
           torch::NoGradGuard no_grad;
-          return model->forward(images);
+          const at::Tensor features = model->features(images);
+          return asked == "backbone" ? features / features.norm(2, 1, true)
+                                     : model->forward(images);
         },
         truth});
     return out;
@@ -116,6 +123,21 @@ TEST(UdmlRotationHead, LossIsThePairLossPlusTheWeightedRotationCrossEntropy) {
 // reaches the head; the backbone gets both terms, so a rotated copy cut from the graph (or a
 // head outside it) shows up. The pair loss mines pairs by margin: h = 1e-6 stays far from its
 // boundaries here.
+// pseudo.layer picks the features k-means sees at the start of an epoch.
+TEST(UdmlPseudoLabels, ClusterTheLayerPseudoLayerNames) {
+  UdmlStep step;
+  step.method(0, "head");
+  step.method(0, "backbone");
+  EXPECT_EQ(step.clustered, (std::vector<std::string>{"head", "backbone"}));
+
+  MethodConfig config;
+  config.name = "udml";
+  config.pseudo.clusters = 2;
+  config.udml.items_per_class = 4;
+  config.pseudo.layer = "pool5";
+  EXPECT_THROW(validate(config), ConfigError);
+}
+
 TEST(UdmlRotationHead, GradientMatchesFiniteDifferences) {
   UdmlStep step;
   const std::unique_ptr<Method> method = step.method(0.5);

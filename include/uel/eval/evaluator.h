@@ -88,12 +88,13 @@ class Evaluator {
   // The model's features (eval.layer, eval transform) of `images`, uint8 [n, H, W, C] of the
   // training set's size; not collective (every rank embeds what it is given).
   at::Tensor embed_images(models::EmbeddingNet& model, const at::Tensor& images) const;
-  // The model's L2-normalised embeddings (eval transform) whatever eval.features and eval.layer
-  // say: what the methods see of the training set between epochs.
-  at::Tensor embed_head(
+  // The model's L2-normalised features of `layer` (head | backbone; eval transform) whatever
+  // eval.features and eval.layer say: what the methods see of the training set between epochs.
+  at::Tensor embed_layer(
       models::EmbeddingNet& model,
       const data::ImageDataset& dataset,
-      const std::vector<int64_t>& positions) const;
+      const std::vector<int64_t>& positions,
+      const std::string& layer) const;
   // This rank's shard of `positions`' labels (on the device), the same shard embed() takes.
   at::Tensor labels_of(const data::ImageDataset& d, const std::vector<int64_t>& positions) const;
   // The protocols of eval.protocol on the query set (collective): weighted kNN against the

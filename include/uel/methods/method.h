@@ -31,6 +31,7 @@ struct PseudoLabelConfig {
   int64_t clusters = 100;       // k-means clusters = pseudo-classes
   int64_t recluster_every = 5;  // epochs between re-clusterings (warm-started)
   int64_t kmeans_n_init = 1;    // restarts of the first clustering (the UDML-SS seed: 10)
+  std::string layer = "head";   // features clustered: head (the embedding) | backbone
 };
 
 // UDML-SS (udml.*). Defaults are the seed's published recipe where it has one.
@@ -83,9 +84,9 @@ struct EpochContext {
   // > 0 when a run resumes inside the epoch: the epoch's start-of-epoch work happened before
   // the checkpoint and is in it (Method::load), so it must not run again.
   int64_t first_step;
-  // Collective: embeddings of this rank's shard_range of the training positions (eval
-  // transform), in position order.
-  std::function<at::Tensor()> embed_train;
+  // Collective: L2-normalised features of `layer` (head | backbone, as eval.layer) of this
+  // rank's shard_range of the training positions (eval transform), in position order.
+  std::function<at::Tensor(const std::string& layer)> embed_train;
   // Ground-truth label of every training position: for diagnostics only (unsupervised methods
   // never train on them).
   const std::vector<int64_t>& train_labels;
