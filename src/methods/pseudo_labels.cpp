@@ -35,6 +35,7 @@ PseudoLabels::PseudoLabels(
       global_batch_(setup.global_batch),
       items_per_class_(items_per_class),
       train_items_(setup.train_items),
+      feature_dim_(config.layer == "backbone" ? setup.feature_dim : setup.embedding_dim),
       options_(setup.options) {
   UEL_CHECK_CONFIG(
       global_batch_ % items_per_class_ == 0,
@@ -131,6 +132,14 @@ void PseudoLabels::load(torch::serialize::InputArchive& archive, const std::stri
       path,
       centroids.size(0),
       config_.clusters);
+  UEL_CHECK_DATA(
+      centroids.size(1) == feature_dim_,
+      "'{}' holds {}-wide centroids, --pseudo.layer={} gives {}-wide features: resume with the "
+      "run's pseudo.layer",
+      path,
+      centroids.size(1),
+      config_.layer,
+      feature_dim_);
   set_labels(labels);
   centroids_ = centroids.to(options_.device(), options_.dtype().toScalarType());
 }

@@ -49,6 +49,7 @@ class PseudoLabels {
   int64_t global_batch_;
   int64_t items_per_class_;
   int64_t train_items_;
+  int64_t feature_dim_;  // of the clustered layer: the centroids' width
   at::TensorOptions options_;
   at::Tensor labels_;  // int64 [N] on the training device
   at::Tensor centroids_;

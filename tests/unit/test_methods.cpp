@@ -3,7 +3,10 @@
 
 #include <torch/torch.h>
 
+#include <unistd.h>
+
 #include <cmath>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <string>
@@ -136,6 +139,25 @@ TEST(UdmlPseudoLabels, ClusterTheLayerPseudoLayerNames) {
   config.udml.items_per_class = 4;
   config.pseudo.layer = "pool5";
   EXPECT_THROW(validate(config), ConfigError);
+}
+
+// A checkpoint's centroids are as wide as the layer they clustered: resuming with the other
+// pseudo.layer stops with an error naming the option, not a shape error inside k-means.
+TEST(UdmlPseudoLabels, ResumingWithAnotherLayerIsAnError) {
+  UdmlStep step;
+  ASSERT_NE(step.setup.embedding_dim, step.setup.feature_dim);
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("uel-test-methods-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  step.method(0, "head")->save(dir.string());
+  step.method(0, "head")->load(dir.string(), 1);
+  try {
+    step.method(0, "backbone")->load(dir.string(), 1);
+    ADD_FAILURE() << "loaded head centroids for pseudo.layer=backbone";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("--pseudo.layer=backbone"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove_all(dir);
 }
 
 TEST(UdmlRotationHead, GradientMatchesFiniteDifferences) {
