@@ -1,5 +1,6 @@
 // Methods through their public interface (make_method): the UDML-SS step's rotation term against
-// its definition written out, and its gradient against central finite differences (float64).
+// its definition written out, its gradient against central finite differences (float64), and
+// the layer its pseudo-labels cluster (pseudo.layer), also across a checkpoint.
 
 #include <torch/torch.h>
 
@@ -74,9 +75,10 @@ struct UdmlStep {
         [&](const std::string& asked) {
           clustered.push_back(asked);
           torch::NoGradGuard no_grad;
+          if (asked != "backbone")
+            return model->forward(images);
           const at::Tensor features = model->features(images);
-          return asked == "backbone" ? features / features.norm(2, 1, true)
-                                     : model->forward(images);
+          return features / features.norm(2, 1, true);
         },
         truth});
     return out;
@@ -121,11 +123,6 @@ TEST(UdmlRotationHead, LossIsThePairLossPlusTheWeightedRotationCrossEntropy) {
   EXPECT_NEAR(total, pair + 0.5 * rotation, 1e-12);
 }
 
-// Analytic gradients of the whole UDML-SS loss equal central differences, for every entry of
-// the rotation head's small tensors and spread entries of the backbone. Only the rotation term
-// reaches the head; the backbone gets both terms, so a rotated copy cut from the graph (or a
-// head outside it) shows up. The pair loss mines pairs by margin: h = 1e-6 stays far from its
-// boundaries here.
 // pseudo.layer picks the features k-means sees at the start of an epoch.
 TEST(UdmlPseudoLabels, ClusterTheLayerPseudoLayerNames) {
   UdmlStep step;
@@ -160,6 +157,11 @@ TEST(UdmlPseudoLabels, ResumingWithAnotherLayerIsAnError) {
   std::filesystem::remove_all(dir);
 }
 
+// Analytic gradients of the whole UDML-SS loss equal central differences, for every entry of
+// the rotation head's small tensors and spread entries of the backbone. Only the rotation term
+// reaches the head; the backbone gets both terms, so a rotated copy cut from the graph (or a
+// head outside it) shows up. The pair loss mines pairs by margin: h = 1e-6 stays far from its
+// boundaries here.
 TEST(UdmlRotationHead, GradientMatchesFiniteDifferences) {
   UdmlStep step;
   const std::unique_ptr<Method> method = step.method(0.5);
