@@ -310,6 +310,12 @@ void Config::declare_train(OptionSet& o) {
       &method.udml.rotation_lr_scale,
       "rotation head's learning rate / train.lr",
       OptionSet::positive<double>());
+  o.add(
+      "udml.instance_weight",
+      &method.udml.instance_weight,
+      "weight of ISIF's instance loss (isif.temperature) on a second view of every batch image, "
+      "added to the pair loss (0 = the seed: one view, no instance term)",
+      OptionSet::non_negative<double>());
 
   o.add_choice(
       "margin.labels",

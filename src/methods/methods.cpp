@@ -78,6 +78,9 @@ void validate(const MethodConfig& config) {
 }
 
 int views(const MethodConfig& config) {
+  // udml.instance_weight adds ISIF's second view to UDML-SS.
+  if (config.name == "udml" && config.udml.instance_weight > 0)
+    return 2;
   return find(config.name).views;
 }
 

@@ -1,6 +1,7 @@
 // UDML-SS (Cao et al. 2019; the seed is xuefeicao/UDML_SS): k-means pseudo-labels re-computed
 // every few epochs, batches of m clusters x k images, a pair loss over the global batch on the
-// pseudo-labels, and a rotation-prediction head as self-supervised regulariser.
+// pseudo-labels, and a rotation-prediction head as self-supervised regulariser. Optionally
+// (udml.instance_weight) ISIF's instance loss on a second view of every batch image.
 
 #include <ATen/ATen.h>
 #include <torch/serialize.h>
@@ -10,6 +11,7 @@
 #include "method_file.h"
 #include "pseudo_labels.h"
 #include "uel/core/error.h"
+#include "uel/losses/isif.h"
 
 namespace uel::methods {
 namespace {
@@ -20,8 +22,13 @@ constexpr const char* kFile = "udml.pt";
 
 class Udml final : public Method {
  public:
-  Udml(const UdmlConfig& config, const PseudoLabelConfig& pseudo, const MethodSetup& setup)
+  Udml(
+      const UdmlConfig& config,
+      const losses::IsifConfig& isif,
+      const PseudoLabelConfig& pseudo,
+      const MethodSetup& setup)
       : config_(config),
+        isif_(isif),
         comm_(setup.comm),
         global_batch_(setup.global_batch),
         options_(setup.options),
@@ -69,8 +76,16 @@ class Udml final : public Method {
   }
 
   at::Tensor loss(const data::Batch& batch, const StepContext& step) override {
-    const at::Tensor images = batch.views[0].to(options_.dtype().toScalarType());
-    const at::Tensor embeddings = step.model->embed(step.model->features(images));
+    const at::ScalarType dtype = options_.dtype().toScalarType();
+    const at::Tensor images = batch.views[0].to(dtype);
+    const int64_t b = images.size(0);
+    // With the instance term both views go through the network in one batch (as ISIF's), and
+    // the pair loss sees the first views' embeddings.
+    const at::Tensor both = config_.instance_weight > 0
+                                ? step.model->forward(at::cat({images, batch.views[1].to(dtype)}))
+                                : at::Tensor();
+    const at::Tensor embeddings =
+        both.defined() ? both.narrow(0, 0, b) : step.model->embed(step.model->features(images));
     const at::Tensor labels = pseudo_.of(batch.items);
     const losses::PairLoss pair =
         config_.loss == "ms"
@@ -78,12 +93,15 @@ class Udml final : public Method {
             : losses::contrastive_loss(embeddings, labels, *comm_, config_.contrastive);
     skipped_sum_ += pair.skipped_fraction;
     ++pair_steps_;
+    at::Tensor total = pair.loss;
+    if (both.defined())
+      total = total + config_.instance_weight * losses::isif_loss(both, *comm_, isif_);
     if (!rotation_head_)
-      return pair.loss;
+      return total;
     // Every (B / rotation_items)-th image of the global batch, in all four rotations: the seed
     // draws rotation_items batch images with replacement; the global batch is already a random
     // draw, and a fixed stride keeps the chosen images the same on any world size.
-    const int64_t b = images.size(0), stride = global_batch_ / config_.rotation_items;
+    const int64_t stride = global_batch_ / config_.rotation_items;
     const int64_t first = (stride - (comm_->rank() * b) % stride) % stride;
     const at::Tensor picked = images.index_select(
         0,
@@ -105,7 +123,7 @@ class Udml final : public Method {
       rotation_correct_ = rotation_correct_.defined() ? rotation_correct_ + correct : correct;
       rotation_seen_ += logits.size(0);
     }
-    return pair.loss + config_.rotation_weight * rotation_loss;
+    return total + config_.rotation_weight * rotation_loss;
   }
 
   std::vector<std::pair<std::string, double>> step_metrics() override {
@@ -162,6 +180,7 @@ class Udml final : public Method {
 
  private:
   UdmlConfig config_;
+  losses::IsifConfig isif_;
   std::shared_ptr<comm::Communicator> comm_;
   int64_t global_batch_;
   at::TensorOptions options_;
@@ -176,7 +195,7 @@ class Udml final : public Method {
 }  // namespace
 
 std::unique_ptr<Method> make_udml(const MethodConfig& config, const MethodSetup& setup) {
-  return std::make_unique<Udml>(config.udml, config.pseudo, setup);
+  return std::make_unique<Udml>(config.udml, config.isif, config.pseudo, setup);
 }
 
 void validate_udml(const MethodConfig& config) {
@@ -195,6 +214,7 @@ void validate_udml(const MethodConfig& config) {
   UEL_CHECK_CONFIG(c.rotation_weight >= 0, "--udml.rotation_weight must be >= 0");
   UEL_CHECK_CONFIG(c.rotation_items >= 1, "--udml.rotation_items must be at least 1");
   UEL_CHECK_CONFIG(c.rotation_lr_scale > 0, "--udml.rotation_lr_scale must be positive");
+  UEL_CHECK_CONFIG(c.instance_weight >= 0, "--udml.instance_weight must be >= 0");
 }
 
 }  // namespace uel::methods

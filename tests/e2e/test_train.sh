@@ -429,6 +429,9 @@ udml=("${udml_base[@]}" --pseudo.clusters=10)
 for np in 1 2 4; do
   "$mpiexec" -np $np "$uel" train "${udml[@]}" --train.max_steps=28 --out "$tmp/udml$np" >"$tmp/udml$np.log" 2>&1 ||
     { fail "udml on $np ranks"; tail -5 "$tmp/udml$np.log"; }
+  # The instance term's second views and their all-gathered keys too.
+  "$mpiexec" -np $np "$uel" train "${udml[@]}" --udml.instance_weight=0.5 --train.max_steps=10 \
+    --out "$tmp/udmli$np" >"$tmp/udmli$np.log" 2>&1 || { fail "udml, instance term, on $np ranks"; tail -5 "$tmp/udmli$np.log"; }
 done
 "$mpiexec" -np 2 "$uel" train "${udml[@]}" --out "$tmp/udmlwhole" >"$tmp/udmlwhole.log" 2>&1 || fail "udml, whole run"
 "$mpiexec" -np 2 "$uel" train "${udml[@]}" --train.max_steps=30 --out "$tmp/udmlparts" >/dev/null 2>&1 || fail "udml, part 1"
@@ -441,6 +444,11 @@ for n in (2, 4):
     worst = max(abs(a - b) / abs(a) for a, b in zip(loss("udml1"), loss(f"udml{n}")))
     print(f"UDML {n} ranks vs 1: max relative loss difference {worst:.2e}")
     assert len(loss(f"udml{n}")) == 28 and worst <= 1e-8, (n, worst)
+    worst = max(abs(a - b) / abs(a) for a, b in zip(loss("udmli1"), loss(f"udmli{n}")))
+    print(f"UDML with the instance term, {n} ranks vs 1: max relative loss difference {worst:.2e}")
+    assert len(loss(f"udmli{n}")) == 10 and worst <= 1e-8, (n, worst)
+# The instance term adds to the loss: ISIF's loss of 40 instances is near log(79) at the start.
+assert loss("udmli1")[0] > loss("udml1")[0] + 0.5 * 3, (loss("udmli1")[0], loss("udml1")[0])
 whole, parts = loss("udmlwhole"), loss("udmlparts")
 worst = max(abs(a - b) / abs(a) for a, b in zip(whole, parts))
 print(f"UDML resumed at step 30 on 1 rank vs whole 2-rank run: {worst:.2e} over {len(whole)} steps")

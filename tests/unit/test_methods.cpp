@@ -1,6 +1,6 @@
-// Methods through their public interface (make_method): the UDML-SS step's rotation term against
-// its definition written out, its gradient against central finite differences (float64), and
-// the layer its pseudo-labels cluster (pseudo.layer), also across a checkpoint.
+// Methods through their public interface (make_method): the UDML-SS step's rotation and instance
+// terms against their definitions written out, its gradient against central finite differences
+// (float64), and the layer its pseudo-labels cluster (pseudo.layer), also across a checkpoint.
 
 #include <torch/torch.h>
 
@@ -17,6 +17,7 @@
 
 #include "uel/comm/communicator.h"
 #include "uel/core/error.h"
+#include "uel/losses/isif.h"
 #include "uel/methods/method.h"
 #include "uel/models/embedding_net.h"
 
@@ -24,8 +25,9 @@ namespace uel::methods {
 namespace {
 
 // One UDML-SS step on 16 random images in float64: 2 k-means pseudo-classes, a batch of 8 =
-// 2 x 4, 4 of them rotated four ways. The model is built before the method so that the method
-// (and its head) draw the same initial weights whatever rotation_weight is.
+// 2 x 4, 4 of them rotated four ways, a perturbed second view of each for the instance term. The
+// model is built before the method so that the method (and its head) draw the same initial weights
+// whatever rotation_weight is.
 struct UdmlStep {
   std::shared_ptr<comm::LocalCommunicator> comm = std::make_shared<comm::LocalCommunicator>();
   models::EmbeddingNet model{nullptr};
@@ -55,17 +57,25 @@ struct UdmlStep {
     batch.items = torch::arange(8, torch::kLong) * 2;
     batch.indices = batch.items;
     batch.labels = torch::zeros({8}, torch::kLong);
-    batch.views = {images.index_select(0, batch.items)};
+    const at::Tensor first = images.index_select(0, batch.items);
+    batch.views = {first, first + 0.3 * torch::randn_like(first)};
   }
 
-  std::unique_ptr<Method> method(double rotation_weight, const std::string& layer = "head") {
+  std::unique_ptr<Method> method(
+      double rotation_weight,
+      const std::string& layer = "head",
+      double instance_weight = 0,
+      bool key_grad = false) {
     MethodConfig config;
+    config.isif.key_grad = key_grad;
     config.name = "udml";
     config.pseudo.clusters = 2;
     config.pseudo.layer = layer;
     config.udml.items_per_class = 4;
     config.udml.rotation_items = 4;
     config.udml.rotation_weight = rotation_weight;
+    config.udml.instance_weight = instance_weight;
+    EXPECT_EQ(views(config), instance_weight > 0 ? 2 : 1);
     torch::manual_seed(5);
     std::unique_ptr<Method> out = make_method(config, setup);
     out->start_epoch(EpochContext{
@@ -123,6 +133,25 @@ TEST(UdmlRotationHead, LossIsThePairLossPlusTheWeightedRotationCrossEntropy) {
   EXPECT_NEAR(total, pair + 0.5 * rotation, 1e-12);
 }
 
+// udml.instance_weight w adds w x ISIF's loss on the two views, forwarded as one batch, whose
+// first half the pair loss sees: L(w) = P + w I, with I computed here by losses::isif_loss.
+TEST(UdmlInstanceTerm, LossIsThePairLossPlusTheWeightedIsifLoss) {
+  UdmlStep step;
+  const double half = step.loss(*step.method(0, "head", 0.5)).item<double>();
+  const double one = step.loss(*step.method(0, "head", 1)).item<double>();
+  const double instance =
+      losses::isif_loss(
+          step.model->forward(torch::cat(step.batch.views)), *step.comm, losses::IsifConfig{})
+          .item<double>();
+  EXPECT_GT(instance, 1);
+  EXPECT_NEAR(one - half, 0.5 * instance, 1e-12);
+
+  MethodConfig config;
+  config.name = "udml";
+  config.udml.instance_weight = -1;
+  EXPECT_THROW(validate(config), ConfigError);
+}
+
 // pseudo.layer picks the features k-means sees at the start of an epoch.
 TEST(UdmlPseudoLabels, ClusterTheLayerPseudoLayerNames) {
   UdmlStep step;
@@ -158,13 +187,17 @@ TEST(UdmlPseudoLabels, ResumingWithAnotherLayerIsAnError) {
 }
 
 // Analytic gradients of the whole UDML-SS loss equal central differences, for every entry of
-// the rotation head's small tensors and spread entries of the backbone. Only the rotation term
-// reaches the head; the backbone gets both terms, so a rotated copy cut from the graph (or a
-// head outside it) shows up. The pair loss mines pairs by margin: h = 1e-6 stays far from its
-// boundaries here.
-TEST(UdmlRotationHead, GradientMatchesFiniteDifferences) {
+// the rotation head's small tensors and spread entries of the backbone, without and with the
+// instance term (with isif.key_grad: the seed's detached keys make the gradient differ from the
+// loss's by design). Only the rotation term reaches the head; the backbone gets every term, so a
+// rotated copy or second view cut from the graph (or a head outside it) shows up. The pair loss
+// mines pairs by margin and ReLUs have kinks: h = 1e-7 stays clear of both here (1e-6 crossed a
+// kink of one backbone entry with the instance term).
+class UdmlGradient : public ::testing::TestWithParam<double> {};
+
+TEST_P(UdmlGradient, MatchesFiniteDifferences) {
   UdmlStep step;
-  const std::unique_ptr<Method> method = step.method(0.5);
+  const std::unique_ptr<Method> method = step.method(0.5, "head", GetParam(), true);
   auto& model = step.model;
   const auto loss = [&] { return step.loss(*method); };
 
@@ -180,7 +213,7 @@ TEST(UdmlRotationHead, GradientMatchesFiniteDifferences) {
   }
   loss().backward();
 
-  const double h = 1e-6;
+  const double h = 1e-7;
   int64_t head_checked = 0;
   for (auto& [name, p] : params) {
     const at::Tensor flat = p.detach().view(-1);
@@ -206,6 +239,8 @@ TEST(UdmlRotationHead, GradientMatchesFiniteDifferences) {
   }
   EXPECT_GE(head_checked, 10) << "the head's gradient is mostly zero: the test checks nothing";
 }
+
+INSTANTIATE_TEST_SUITE_P(InstanceWeight, UdmlGradient, ::testing::Values(0.0, 0.5));
 
 }  // namespace
 }  // namespace uel::methods

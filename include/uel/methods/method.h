@@ -43,6 +43,10 @@ struct UdmlConfig {
   double rotation_weight = 0.1;  // of the rotation cross-entropy; 0 = no rotation head
   int64_t rotation_items = 16;   // images of the global batch rotated four ways
   double rotation_lr_scale = 1;  // rotation head's lr / train.lr (the seed: rot_lr = lr)
+  // Of ISIF's instance loss (isif.*) on two views of every batch image, added to the pair loss;
+  // 0 = the seed (one view). The views of one image are the only positives k-means cannot get
+  // wrong.
+  double instance_weight = 0;
 };
 
 // Margin loss with distance-weighted sampling (margin.*), the MXNet Gluon seed's defaults.
