@@ -274,7 +274,7 @@ void Config::declare_train(OptionSet& o) {
   o.add_choice(
       "pseudo.layer",
       &method.pseudo.layer,
-      {"head", "backbone"},
+      models::layer_names(),
       "features clustered: head (the L2-normalised embedding) or backbone (the pooled features "
       "below the head, L2-normalised)");
   o.add(
@@ -356,7 +356,7 @@ void Config::declare_train(OptionSet& o) {
   o.add_choice(
       "eval.layer",
       &eval.layer,
-      {"head", "backbone"},
+      models::layer_names(),
       "features evaluated: head (the L2-normalised embedding) or backbone (the pooled features "
       "below the head, L2-normalised)");
   o.add(

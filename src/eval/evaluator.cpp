@@ -104,6 +104,7 @@ Evaluator::Evaluator(
       options_(options),
       seed_(seed),
       augmenter_(train.augmenter) {
+  models::check_layer("eval.layer", config_.layer);
   if (!train.validation.empty()) {
     // Tuning: the held-out part of the training set is the query set.
     validation_ = true;
@@ -218,8 +219,8 @@ at::Tensor Evaluator::embed_layer(
     const data::ImageDataset& dataset,
     const std::vector<int64_t>& positions,
     const std::string& layer) const {
-  UEL_CHECK_CONFIG(
-      layer == "head" || layer == "backbone", "unknown layer '{}': head or backbone", layer);
+  // A programming error: the options naming a layer check it where they are parsed.
+  UEL_CHECK(models::is_layer(layer), "unknown layer '{}'", layer);
   return model_features(model, dataset, positions, layer == "backbone");
 }
 

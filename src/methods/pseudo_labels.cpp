@@ -18,10 +18,7 @@ void validate(const PseudoLabelConfig& c) {
       "--pseudo.recluster_every must be at least 1 epoch, got {}",
       c.recluster_every);
   UEL_CHECK_CONFIG(c.kmeans_n_init >= 1, "--pseudo.kmeans_n_init must be at least 1");
-  UEL_CHECK_CONFIG(
-      c.layer == "head" || c.layer == "backbone",
-      "--pseudo.layer must be head or backbone, got '{}'",
-      c.layer);
+  models::check_layer("pseudo.layer", c.layer);
 }
 
 PseudoLabels::PseudoLabels(

@@ -1,5 +1,6 @@
 #include "uel/models/embedding_net.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include <fmt/ranges.h>
@@ -190,6 +191,21 @@ class ResNetImpl : public BackboneImpl {
 const std::vector<std::string>& backbone_names() {
   static const std::vector<std::string> names = {"small_cnn", "resnet18", "resnet50"};
   return names;
+}
+
+const std::vector<std::string>& layer_names() {
+  static const std::vector<std::string> names = {"head", "backbone"};
+  return names;
+}
+
+bool is_layer(const std::string& name) {
+  const std::vector<std::string>& names = layer_names();
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
+
+void check_layer(const std::string& option, const std::string& layer) {
+  UEL_CHECK_CONFIG(
+      is_layer(layer), "--{}='{}' is not one of {}", option, layer, fmt::join(layer_names(), "|"));
 }
 
 std::shared_ptr<BackboneImpl> make_backbone(

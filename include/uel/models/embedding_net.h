@@ -30,6 +30,12 @@ struct ModelConfig {
 };
 
 const std::vector<std::string>& backbone_names();
+// The layers an EmbeddingNet's features are read from (eval.layer, pseudo.layer): "head", the
+// L2-normalised embedding, and "backbone", the pooled features below the head.
+const std::vector<std::string>& layer_names();
+bool is_layer(const std::string& name);
+// ConfigError naming --`option` and the valid layers unless `layer` is one of layer_names().
+void check_layer(const std::string& option, const std::string& layer);
 
 // Feature extractor: [N, C, H, W] -> [N, out_features()].
 class BackboneImpl : public torch::nn::Module {
