@@ -9,6 +9,32 @@
 #include "uel/models/embedding_net.h"
 
 namespace uel::cli {
+namespace {
+
+// PREFIX.rotation_weight / _items / _lr_scale of a method's rotation task.
+void add_rotation_options(
+    OptionSet& o,
+    const std::string& prefix,
+    methods::RotationConfig& rotation,
+    const std::string& weight_remark) {
+  o.add(
+      prefix + ".rotation_weight",
+      &rotation.weight,
+      "weight of the rotation-prediction loss " + weight_remark,
+      OptionSet::non_negative<double>());
+  o.add(
+      prefix + ".rotation_items",
+      &rotation.items,
+      "images of the global batch rotated by 0/90/180/270 degrees",
+      OptionSet::positive<int64_t>());
+  o.add(
+      prefix + ".rotation_lr_scale",
+      &rotation.lr_scale,
+      "rotation head's learning rate / train.lr",
+      OptionSet::positive<double>());
+}
+
+}  // namespace
 
 void Config::declare(OptionSet& o) {
   declare_data(o);
@@ -234,6 +260,7 @@ void Config::declare_train(OptionSet& o) {
       "isif.key_grad",
       &method.isif.key_grad,
       "also differentiate through the keys (the seed detaches them)");
+  add_rotation_options(o, "isif", method.isif_rotation, "on the first views (0 = none, the seed)");
 
   o.add(
       "nce.k",
@@ -295,21 +322,7 @@ void Config::declare_train(OptionSet& o) {
       "udml.contrastive_margin",
       &method.udml.contrastive.margin,
       "contrastive: negatives are pushed below this cosine similarity");
-  o.add(
-      "udml.rotation_weight",
-      &method.udml.rotation_weight,
-      "weight of the rotation-prediction loss (0 = no rotation head)",
-      OptionSet::non_negative<double>());
-  o.add(
-      "udml.rotation_items",
-      &method.udml.rotation_items,
-      "images of the global batch rotated by 0/90/180/270 degrees",
-      OptionSet::positive<int64_t>());
-  o.add(
-      "udml.rotation_lr_scale",
-      &method.udml.rotation_lr_scale,
-      "rotation head's learning rate / train.lr",
-      OptionSet::positive<double>());
+  add_rotation_options(o, "udml", method.udml.rotation, "(0 = no rotation head)");
   o.add(
       "udml.instance_weight",
       &method.udml.instance_weight,

@@ -10,6 +10,7 @@
 namespace uel::methods {
 
 std::unique_ptr<Method> make_isif(const MethodConfig& config, const MethodSetup& setup);
+void validate_isif(const MethodConfig& config);
 std::unique_ptr<Method> make_nce(const MethodConfig& config, const MethodSetup& setup);
 void validate_nce(const MethodConfig& config);
 std::unique_ptr<Method> make_udml(const MethodConfig& config, const MethodSetup& setup);

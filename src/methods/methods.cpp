@@ -20,7 +20,7 @@ struct Entry {
 const Entry kMethods[] = {
     {"isif",
      make_isif,
-     nullptr,
+     validate_isif,
      /*views=*/2,
      /*keeps_train_features=*/false,
      /*sums_over_samples=*/false,

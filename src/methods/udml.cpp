@@ -10,14 +10,13 @@
 #include "factories.h"
 #include "method_file.h"
 #include "pseudo_labels.h"
+#include "rotation.h"
 #include "uel/core/error.h"
 #include "uel/losses/isif.h"
 
 namespace uel::methods {
 namespace {
 
-constexpr int64_t kRotations = 4;  // 0, 90, 180, 270 degrees
-constexpr int64_t kRotationHidden = 512;
 constexpr const char* kFile = "udml.pt";
 
 class Udml final : public Method {
@@ -30,27 +29,9 @@ class Udml final : public Method {
       : config_(config),
         isif_(isif),
         comm_(setup.comm),
-        global_batch_(setup.global_batch),
         options_(setup.options),
-        pseudo_(pseudo, setup, config.items_per_class, "udml") {
-    if (config_.rotation_weight > 0) {
-      // Every rank rotates the same number of images, or SyncBatchNorm's collectives differ.
-      const int world = comm_->size();
-      UEL_CHECK_CONFIG(
-          global_batch_ % config_.rotation_items == 0 &&
-              (global_batch_ / world) % (global_batch_ / config_.rotation_items) == 0,
-          "--udml.rotation_items {} must divide --train.batch_size {} so that each of the {} "
-          "ranks rotates the same number of images",
-          config_.rotation_items,
-          global_batch_,
-          world);
-      rotation_head_ = torch::nn::Sequential(
-          torch::nn::Linear(setup.feature_dim, kRotationHidden),
-          torch::nn::ReLU(),
-          torch::nn::Linear(kRotationHidden, kRotations));
-      rotation_head_->to(options_.device(), options_.dtype().toScalarType());
-    }
-  }
+        pseudo_(pseudo, setup, config.items_per_class, "udml"),
+        rotation_(config.rotation, setup, "udml") {}
 
   const std::string& name() const override {
     static const std::string name = "udml";
@@ -58,13 +39,7 @@ class Udml final : public Method {
   }
 
   std::vector<ParamGroup> parameter_groups() override {
-    if (!rotation_head_)
-      return {};
-    ParamGroup group;
-    for (const auto& p : rotation_head_->named_parameters())
-      group.params.emplace_back("rotation_head." + p.key(), p.value());
-    group.lr_scale = config_.rotation_lr_scale;
-    return {group};
+    return rotation_.parameter_groups();
   }
 
   void start_epoch(const EpochContext& context) override {
@@ -96,34 +71,9 @@ class Udml final : public Method {
     at::Tensor total = pair.loss;
     if (both.defined())
       total = total + config_.instance_weight * losses::isif_loss(both, *comm_, isif_);
-    if (!rotation_head_)
-      return total;
-    // Every (B / rotation_items)-th image of the global batch, in all four rotations: the seed
-    // draws rotation_items batch images with replacement; the global batch is already a random
-    // draw, and a fixed stride keeps the chosen images the same on any world size.
-    const int64_t stride = global_batch_ / config_.rotation_items;
-    const int64_t first = (stride - (comm_->rank() * b) % stride) % stride;
-    const at::Tensor picked = images.index_select(
-        0,
-        at::arange(first, b, stride, at::TensorOptions().dtype(at::kLong).device(images.device())));
-    std::vector<at::Tensor> copies;
-    for (int64_t r = 0; r < kRotations; ++r)
-      copies.push_back(at::rot90(picked, r, {2, 3}));
-    const at::Tensor rotation_labels =
-        at::arange(kRotations, at::TensorOptions().dtype(at::kLong).device(images.device()))
-            .repeat_interleave(picked.size(0));
-    const at::Tensor logits = rotation_head_->forward(step.model->features(at::cat(copies)));
-    // Mean over the global rotation batch once averaged over ranks, as every loss here.
-    const at::Tensor rotation_loss =
-        at::cross_entropy_loss(logits, rotation_labels, {}, at::Reduction::Sum) *
-        (static_cast<double>(comm_->size()) / (kRotations * config_.rotation_items));
-    {
-      torch::NoGradGuard no_grad;
-      const at::Tensor correct = logits.argmax(1).eq(rotation_labels).sum().to(at::kDouble);
-      rotation_correct_ = rotation_correct_.defined() ? rotation_correct_ + correct : correct;
-      rotation_seen_ += logits.size(0);
-    }
-    return total + config_.rotation_weight * rotation_loss;
+    if (rotation_.enabled())
+      total = total + rotation_.loss(images, step.model);
+    return total;
   }
 
   std::vector<std::pair<std::string, double>> step_metrics() override {
@@ -132,19 +82,7 @@ class Udml final : public Method {
       out.emplace_back("skipped", skipped_sum_ / pair_steps_);  // global already
     skipped_sum_ = 0;
     pair_steps_ = 0;
-    if (rotation_head_) {
-      at::Tensor counts =
-          at::zeros({2}, at::TensorOptions().dtype(at::kDouble).device(comm_->device()));
-      if (rotation_correct_.defined())
-        counts[0] = rotation_correct_.to(counts.device());
-      counts[1] = static_cast<double>(rotation_seen_);
-      comm_->all_reduce(counts, comm::ReduceOp::kSum);
-      const at::Tensor host = counts.cpu();
-      const double seen = host[1].item<double>();
-      out.emplace_back("rotation_acc", seen > 0 ? 100 * host[0].item<double>() / seen : 0);
-      rotation_correct_ = at::Tensor();
-      rotation_seen_ = 0;
-    }
+    rotation_.append_metrics(out);
     return out;
   }
 
@@ -153,10 +91,7 @@ class Udml final : public Method {
       return;  // pseudo-labels, centroids and head are the same on every rank
     torch::serialize::OutputArchive archive;
     pseudo_.save(archive);
-    if (rotation_head_) {
-      for (const auto& p : rotation_head_->named_parameters())
-        archive.write("rotation_head." + p.key(), p.value().cpu());
-    }
+    rotation_.save(archive);
     save_method_file(archive, dir, kFile);
   }
 
@@ -164,14 +99,7 @@ class Udml final : public Method {
     torch::serialize::InputArchive archive;
     const std::string path = load_method_file(archive, dir, kFile, name());
     pseudo_.load(archive, path);
-    if (rotation_head_) {
-      torch::NoGradGuard no_grad;
-      for (auto& p : rotation_head_->named_parameters()) {
-        at::Tensor value;
-        archive.read("rotation_head." + p.key(), value);
-        p.value().copy_(value);
-      }
-    }
+    rotation_.load(archive);
   }
 
   std::string divergence_hint() const override {
@@ -182,14 +110,11 @@ class Udml final : public Method {
   UdmlConfig config_;
   losses::IsifConfig isif_;
   std::shared_ptr<comm::Communicator> comm_;
-  int64_t global_batch_;
   at::TensorOptions options_;
   PseudoLabels pseudo_;
-  torch::nn::Sequential rotation_head_{nullptr};
+  RotationTask rotation_;
   double skipped_sum_ = 0;
   int64_t pair_steps_ = 0;
-  at::Tensor rotation_correct_;
-  int64_t rotation_seen_ = 0;
 };
 
 }  // namespace
@@ -211,9 +136,7 @@ void validate_udml(const MethodConfig& config) {
       c.loss);
   losses::validate(c.ms);
   losses::validate(c.contrastive);
-  UEL_CHECK_CONFIG(c.rotation_weight >= 0, "--udml.rotation_weight must be >= 0");
-  UEL_CHECK_CONFIG(c.rotation_items >= 1, "--udml.rotation_items must be at least 1");
-  UEL_CHECK_CONFIG(c.rotation_lr_scale > 0, "--udml.rotation_lr_scale must be positive");
+  validate(c.rotation, "udml");
   UEL_CHECK_CONFIG(c.instance_weight >= 0, "--udml.instance_weight must be >= 0");
 }
 

@@ -58,6 +58,36 @@ for np in 2 4; do
   else fail "losses of $np ranks differ from 1 rank"; fi
 done
 
+# --- ISIF with the rotation task: world-size invariant, its head resumed from isif.pt ----------
+isifrot=("${common[@]}" --isif.rotation_weight=0.5 --train.precision=float64 --train.checkpoint_every=4)
+for np in 1 2 4; do
+  "$mpiexec" -np $np "$uel" train "${isifrot[@]}" --train.max_steps=8 --out "$tmp/isifrot$np" \
+    >"$tmp/isifrot$np.log" 2>&1 || { fail "isif with rotation on $np ranks"; tail -5 "$tmp/isifrot$np.log"; }
+done
+"$mpiexec" -np 2 "$uel" train "${isifrot[@]}" --train.max_steps=4 --out "$tmp/isifrotparts" >/dev/null 2>&1 ||
+  fail "isif with rotation, part 1"
+"$uel" train "${isifrot[@]}" --train.max_steps=8 --out "$tmp/isifrotparts" >"$tmp/isifrotparts.log" 2>&1 ||
+  fail "isif with rotation, part 2 on 1 rank"
+/usr/bin/python3 - "$tmp" <<'PY' && pass || fail "ISIF with rotation: world sizes or resume differ"
+import json, sys
+t = sys.argv[1]
+rows = lambda run: [json.loads(l) for l in open(f"{t}/{run}/metrics.jsonl") if '"loss"' in l]
+one = [r["loss"] for r in rows("isifrot1")]
+for run in ("isifrot2", "isifrot4", "isifrotparts"):
+    other = [r["loss"] for r in rows(run)]
+    worst = max(abs(a - b) / abs(a) for a, b in zip(one, other))
+    print(f"ISIF with rotation, {run} vs 1 rank: max relative loss difference {worst:.2e}")
+    assert len(one) == len(other) == 8 and worst <= 1e-8, (run, len(other), worst)
+assert all("rotation_acc" in r for r in rows("isifrot1")), "no rotation accuracy logged"
+# The rotation term adds to ISIF's loss: 0.5 x a cross-entropy near log(4) at the start.
+plain = [json.loads(l)["loss"] for l in open(f"{t}/np1/metrics.jsonl") if '"loss"' in l]
+assert one[0] > plain[0] + 0.5, (one[0], plain[0])
+PY
+[[ -s "$tmp/isifrot1/checkpoints/step-0000008/isif.pt" && -d "$tmp/np1/checkpoints/step-0000010" &&
+  ! -e "$tmp/np1/checkpoints/step-0000010/isif.pt" ]] &&
+  grep -q "resumed from .*step-0000004" "$tmp/isifrotparts.log" && pass ||
+  fail "isif.pt only in the checkpoints of a run with a rotation head, and resumed from"
+
 # --- bit-identical resume ----------------------------------------------------------------------
 "$mpiexec" -np 2 "$uel" train "${common[@]}" --train.max_steps=12 --train.checkpoint_every=4 --out "$tmp/whole" \
   >"$tmp/whole.log" 2>&1 || fail "uninterrupted run"

@@ -1,6 +1,7 @@
 // Methods through their public interface (make_method): the UDML-SS step's rotation and instance
-// terms against their definitions written out, its gradient against central finite differences
-// (float64), and the layer its pseudo-labels cluster (pseudo.layer), also across a checkpoint.
+// terms and ISIF's rotation term against their definitions written out, UDML-SS's gradient against
+// central finite differences (float64), the layer its pseudo-labels cluster (pseudo.layer), also
+// across a checkpoint, and ISIF's rotation head across one.
 
 #include <torch/torch.h>
 
@@ -72,8 +73,8 @@ struct UdmlStep {
     config.pseudo.clusters = 2;
     config.pseudo.layer = layer;
     config.udml.items_per_class = 4;
-    config.udml.rotation_items = 4;
-    config.udml.rotation_weight = rotation_weight;
+    config.udml.rotation.items = 4;
+    config.udml.rotation.weight = rotation_weight;
     config.udml.instance_weight = instance_weight;
     EXPECT_EQ(views(config), instance_weight > 0 ? 2 : 1);
     torch::manual_seed(5);
@@ -94,43 +95,120 @@ struct UdmlStep {
     return out;
   }
 
+  // ISIF on the same batch's two views, with the rotation task when rotation_weight > 0.
+  std::unique_ptr<Method> isif(double rotation_weight) {
+    MethodConfig config;
+    config.isif_rotation.items = 4;
+    config.isif_rotation.weight = rotation_weight;
+    validate(config);
+    torch::manual_seed(5);
+    return make_method(config, setup);
+  }
+
   at::Tensor loss(Method& method) {
     return method.loss(batch, StepContext{model, 0});
   }
+
+  // The rotation cross-entropy written out: every second image of the first views (8 / 4
+  // rotated items) in rotations 0, 1, 2, 3 labelled by rotation, through features and the
+  // method's head's two layers, mean over the 16 copies.
+  double rotation_loss(Method& method) {
+    std::map<std::string, at::Tensor> head;
+    for (const ParamGroup& group : method.parameter_groups()) {
+      for (const auto& [name, p] : group.params)
+        head[name] = p.detach();
+    }
+    EXPECT_EQ(head.size(), 4u);
+    torch::NoGradGuard no_grad;
+    const at::Tensor picked = batch.views[0].index_select(0, torch::arange(0, 8, 2));
+    std::vector<at::Tensor> copies;
+    for (int64_t r = 0; r < 4; ++r)
+      copies.push_back(torch::rot90(picked, r, {2, 3}));
+    const at::Tensor hidden = torch::relu(torch::nn::functional::linear(
+        model->features(torch::cat(copies)),
+        head.at("rotation_head.0.weight"),
+        head.at("rotation_head.0.bias")));
+    const at::Tensor logits = torch::nn::functional::linear(
+        hidden, head.at("rotation_head.2.weight"), head.at("rotation_head.2.bias"));
+    return torch::nn::functional::cross_entropy(logits, torch::arange(4).repeat_interleave(4))
+        .item<double>();
+  }
 };
 
-// The rotation term of the loss written out: every second image of the batch (8 / 4 rotated
-// items) in rotations 0, 1, 2, 3 labelled by rotation, through features and the head's two
-// layers, mean cross-entropy over the 16 copies, times rotation_weight, added to the pair loss
-// of the same step without a head.
+std::filesystem::path scratch_dir(const std::string& name) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                                    ("uel-test-methods-" + name + "-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+// The rotation term of the loss: rotation_weight x the rotation cross-entropy written out
+// (UdmlStep::rotation_loss), added to the pair loss of the same step without a head.
 TEST(UdmlRotationHead, LossIsThePairLossPlusTheWeightedRotationCrossEntropy) {
   UdmlStep step;
   const std::unique_ptr<Method> with_head = step.method(0.5);
   const double total = step.loss(*with_head).item<double>();
   const double pair = step.loss(*step.method(0)).item<double>();
-
-  std::map<std::string, at::Tensor> head;
-  for (const ParamGroup& group : with_head->parameter_groups()) {
-    for (const auto& [name, p] : group.params)
-      head[name] = p.detach();
-  }
-  ASSERT_EQ(head.size(), 4u);
-  torch::NoGradGuard no_grad;
-  const at::Tensor picked = step.batch.views[0].index_select(0, torch::arange(0, 8, 2));
-  std::vector<at::Tensor> copies;
-  for (int64_t r = 0; r < 4; ++r)
-    copies.push_back(torch::rot90(picked, r, {2, 3}));
-  const at::Tensor hidden = torch::relu(torch::nn::functional::linear(
-      step.model->features(torch::cat(copies)),
-      head.at("rotation_head.0.weight"),
-      head.at("rotation_head.0.bias")));
-  const at::Tensor logits = torch::nn::functional::linear(
-      hidden, head.at("rotation_head.2.weight"), head.at("rotation_head.2.bias"));
-  const double rotation =
-      torch::nn::functional::cross_entropy(logits, torch::arange(4).repeat_interleave(4))
-          .item<double>();
+  const double rotation = step.rotation_loss(*with_head);
   EXPECT_GT(rotation, 0.5);
   EXPECT_NEAR(total, pair + 0.5 * rotation, 1e-12);
+}
+
+// isif.rotation_weight w: ISIF's loss on the two views plus w x the rotation cross-entropy of
+// the first views; without it ISIF's loss alone and no parameters of its own.
+TEST(IsifRotationHead, LossIsTheIsifLossPlusTheWeightedRotationCrossEntropy) {
+  UdmlStep step;
+  const std::unique_ptr<Method> plain = step.isif(0);
+  EXPECT_TRUE(plain->parameter_groups().empty());
+  const double isif = step.loss(*plain).item<double>();
+  EXPECT_NEAR(
+      isif,
+      losses::isif_loss(
+          step.model->forward(torch::cat(step.batch.views)), *step.comm, losses::IsifConfig{})
+          .item<double>(),
+      1e-12);
+  const std::unique_ptr<Method> with_head = step.isif(0.5);
+  const double total = step.loss(*with_head).item<double>();
+  const double rotation = step.rotation_loss(*with_head);
+  EXPECT_GT(rotation, 0.5);
+  EXPECT_NEAR(total, isif + 0.5 * rotation, 1e-12);
+  // The head learns from the rotation term.
+  step.loss(*with_head).backward();
+  const at::Tensor grad = with_head->parameter_groups().front().params.front().second.grad();
+  ASSERT_TRUE(grad.defined());
+  EXPECT_GT(grad.abs().sum().item<double>(), 0);
+
+  MethodConfig config;
+  config.isif_rotation.lr_scale = 0;
+  EXPECT_THROW(validate(config), ConfigError);
+}
+
+// ISIF's rotation head goes into the checkpoint (isif.pt) and comes back; without a head ISIF
+// writes nothing and reads nothing, so checkpoints of older runs still load.
+TEST(IsifRotationHead, CheckpointHoldsTheHead) {
+  UdmlStep step;
+  const std::filesystem::path dir = scratch_dir("isif");
+  step.isif(0)->save(dir.string());
+  EXPECT_TRUE(std::filesystem::is_empty(dir));
+  step.isif(0)->load(dir.string(), 1);
+  EXPECT_THROW(step.isif(0.5)->load(dir.string(), 1), DataError);
+
+  const std::unique_ptr<Method> trained = step.isif(0.5);
+  const auto saved = trained->parameter_groups().front().params;
+  {
+    torch::NoGradGuard no_grad;
+    for (const auto& [name, p] : saved)
+      p.add_(1);
+  }
+  trained->save(dir.string());
+  const std::unique_ptr<Method> resumed = step.isif(0.5);
+  resumed->load(dir.string(), 1);
+  const auto loaded = resumed->parameter_groups().front().params;
+  ASSERT_EQ(saved.size(), loaded.size());
+  for (size_t i = 0; i < saved.size(); ++i)
+    EXPECT_TRUE(torch::equal(saved[i].second, loaded[i].second)) << saved[i].first;
+  EXPECT_NEAR(step.loss(*resumed).item<double>(), step.loss(*trained).item<double>(), 1e-12);
+  std::filesystem::remove_all(dir);
 }
 
 // udml.instance_weight w adds w x ISIF's loss on the two views, forwarded as one batch, whose
@@ -172,9 +250,7 @@ TEST(UdmlPseudoLabels, ClusterTheLayerPseudoLayerNames) {
 TEST(UdmlPseudoLabels, ResumingWithAnotherLayerIsAnError) {
   UdmlStep step;
   ASSERT_NE(step.setup.embedding_dim, step.setup.feature_dim);
-  const std::filesystem::path dir =
-      std::filesystem::temp_directory_path() / ("uel-test-methods-" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
+  const std::filesystem::path dir = scratch_dir("udml");
   step.method(0, "head")->save(dir.string());
   step.method(0, "head")->load(dir.string(), 1);
   try {

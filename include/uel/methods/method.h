@@ -34,15 +34,21 @@ struct PseudoLabelConfig {
   std::string layer = "head";   // features clustered: head (the embedding) | backbone
 };
 
+// The rotation-prediction task (udml.rotation_*, isif.rotation_*): `items` images of the global
+// batch rotated four ways, a head on the backbone's features predicts the rotation.
+struct RotationConfig {
+  double weight = 0;    // of the rotation cross-entropy; 0 = no rotation head
+  int64_t items = 16;   // images of the global batch rotated four ways
+  double lr_scale = 1;  // rotation head's lr / train.lr (the UDML-SS seed: rot_lr = lr)
+};
+
 // UDML-SS (udml.*). Defaults are the seed's published recipe where it has one.
 struct UdmlConfig {
   int64_t items_per_class = 5;  // k of the m x k batches; m = train.batch_size / k
   std::string loss = "ms";      // ms (multi-similarity, the seed) | contrastive
   losses::MultiSimilarityConfig ms;
   losses::ContrastiveConfig contrastive;
-  double rotation_weight = 0.1;  // of the rotation cross-entropy; 0 = no rotation head
-  int64_t rotation_items = 16;   // images of the global batch rotated four ways
-  double rotation_lr_scale = 1;  // rotation head's lr / train.lr (the seed: rot_lr = lr)
+  RotationConfig rotation{0.1, 16, 1};  // the seed's weight 0.1
   // Of ISIF's instance loss (isif.*) on two views of every batch image, added to the pair loss;
   // 0 = the seed (one view). The views of one image are the only positives k-means cannot get
   // wrong.
@@ -63,6 +69,8 @@ struct MarginMethodConfig {
 struct MethodConfig {
   std::string name = "isif";
   losses::IsifConfig isif;
+  // ISIF with the rotation task added to its loss (not in the ISIF seed; off by default).
+  RotationConfig isif_rotation;
   losses::NceConfig nce;
   PseudoLabelConfig pseudo;
   UdmlConfig udml;
