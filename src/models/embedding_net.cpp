@@ -269,6 +269,16 @@ at::Tensor EmbeddingNetImpl::embed(const at::Tensor& features) {
       head_->forward(h), nn::functional::NormalizeFuncOptions().p(2).dim(1).eps(1e-12));
 }
 
+void use_channels_last(torch::nn::Module& module) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : module.parameters()) {
+    // Restrided even where NCHW and NHWC strides describe the same order (one input channel):
+    // LibTorch picks the layout from the strides.
+    if (p.dim() == 4)
+      p.set_data(at::empty_like(p, at::MemoryFormat::ChannelsLast).copy_(p));
+  }
+}
+
 void save_weights(torch::nn::Module& module, const std::string& path) {
   torch::serialize::OutputArchive archive;
   for (const auto& p : module.named_parameters())

@@ -183,6 +183,47 @@ TEST(Models, WeightsRoundTripAndMismatchesAreErrors) {
       load_weights(*c, dir.file("junk.pt"), true), DataError, "not a LibTorch weights archive");
 }
 
+// use_channels_last restrides every convolution weight to NHWC, the first one with a single input
+// channel too (whose NCHW strides would also pass as channels-last), keeps every value, so the
+// outputs match the NCHW network's to float32 rounding, and its weights round-trip through a file
+// (loaded into a channels-last network, saved from one).
+TEST(Models, ChannelsLastKeepsValuesAndWeights) {
+  test::ScratchDir dir;
+  ModelConfig config;
+  config.in_channels = 1;
+  config.width = 8;
+  torch::manual_seed(1);
+  EmbeddingNet nchw(config, nullptr);
+  torch::manual_seed(1);
+  EmbeddingNet nhwc(config, nullptr);
+  use_channels_last(*nhwc);
+  int64_t convs = 0;
+  for (const auto& p : nhwc->named_parameters()) {
+    if (p.value().dim() != 4)
+      continue;
+    ++convs;
+    EXPECT_TRUE(p.value().is_contiguous(at::MemoryFormat::ChannelsLast)) << p.key();
+    EXPECT_EQ(p.value().stride(1), 1) << p.key();
+    EXPECT_TRUE(torch::equal(p.value(), nchw->named_parameters()[p.key()])) << p.key();
+  }
+  EXPECT_EQ(convs, 4);
+  const at::Tensor x = torch::randn({6, 1, 28, 28});
+  const at::Tensor expected = nchw->forward(x);
+  EXPECT_TRUE(torch::allclose(nhwc->forward(x), expected, 1e-4, 1e-5));
+
+  save_weights(*nchw, dir.file("nchw.pt"));
+  torch::manual_seed(2);
+  EmbeddingNet loaded(config, nullptr);
+  use_channels_last(*loaded);
+  EXPECT_TRUE(load_weights(*loaded, dir.file("nchw.pt"), /*strict=*/true).empty());
+  save_weights(*loaded, dir.file("nhwc.pt"));
+  torch::manual_seed(3);
+  EmbeddingNet back(config, nullptr);
+  EXPECT_TRUE(load_weights(*back, dir.file("nhwc.pt"), /*strict=*/true).empty());
+  for (const auto& p : back->named_parameters())
+    EXPECT_TRUE(torch::equal(p.value(), nchw->named_parameters()[p.key()])) << p.key();
+}
+
 // A GPU run's weights (storages tagged cuda:0) load on a machine without a GPU, for uel eval and
 // embed, and on any device.
 TEST(Models, WeightsSavedOnAGpuLoadOnTheCpu) {
