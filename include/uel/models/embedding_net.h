@@ -69,8 +69,8 @@ class EmbeddingNetImpl : public torch::nn::Module {
 TORCH_MODULE(EmbeddingNet);
 
 // Stores the convolutions' weights channels-last (NHWC), so that their activations and gradients
-// follow: oneDNN (LibTorch's float32 CPU convolutions) otherwise reorders every convolution's input,
-// output and gradients between NCHW and its blocked layout. Values are unchanged.
+// follow: oneDNN (LibTorch's float32 CPU convolutions) otherwise reorders every convolution's
+// input, output and gradients between NCHW and its blocked layout. Values are unchanged.
 void use_channels_last(torch::nn::Module& module);
 
 // The plain factory: an error lists the valid names.
