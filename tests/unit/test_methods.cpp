@@ -25,11 +25,11 @@
 namespace uel::methods {
 namespace {
 
-// One UDML-SS step on 16 random images in float64: 2 k-means pseudo-classes, a batch of 8 =
-// 2 x 4, 4 of them rotated four ways, a perturbed second view of each for the instance term. The
+// One step on 16 random images in float64, for UDML-SS (2 k-means pseudo-classes, a batch of 8 =
+// 2 x 4) and ISIF: 4 of them rotated four ways, a perturbed second view of each. The
 // model is built before the method so that the method (and its head) draw the same initial weights
 // whatever rotation_weight is.
-struct UdmlStep {
+struct MethodStep {
   std::shared_ptr<comm::LocalCommunicator> comm = std::make_shared<comm::LocalCommunicator>();
   models::EmbeddingNet model{nullptr};
   at::Tensor images;
@@ -38,7 +38,7 @@ struct UdmlStep {
   data::Batch batch;
   std::vector<std::string> clustered;  // the layers the method asked to embed, in order
 
-  UdmlStep() {
+  MethodStep() {
     torch::manual_seed(3);
     models::ModelConfig model_config;
     model_config.width = 4;
@@ -143,9 +143,9 @@ std::filesystem::path scratch_dir(const std::string& name) {
 }
 
 // The rotation term of the loss: rotation_weight x the rotation cross-entropy written out
-// (UdmlStep::rotation_loss), added to the pair loss of the same step without a head.
+// (MethodStep::rotation_loss), added to the pair loss of the same step without a head.
 TEST(UdmlRotationHead, LossIsThePairLossPlusTheWeightedRotationCrossEntropy) {
-  UdmlStep step;
+  MethodStep step;
   const std::unique_ptr<Method> with_head = step.method(0.5);
   const double total = step.loss(*with_head).item<double>();
   const double pair = step.loss(*step.method(0)).item<double>();
@@ -157,7 +157,7 @@ TEST(UdmlRotationHead, LossIsThePairLossPlusTheWeightedRotationCrossEntropy) {
 // isif.rotation_weight w: ISIF's loss on the two views plus w x the rotation cross-entropy of
 // the first views; without it ISIF's loss alone and no parameters of its own.
 TEST(IsifRotationHead, LossIsTheIsifLossPlusTheWeightedRotationCrossEntropy) {
-  UdmlStep step;
+  MethodStep step;
   const std::unique_ptr<Method> plain = step.isif(0);
   EXPECT_TRUE(plain->parameter_groups().empty());
   const double isif = step.loss(*plain).item<double>();
@@ -186,7 +186,7 @@ TEST(IsifRotationHead, LossIsTheIsifLossPlusTheWeightedRotationCrossEntropy) {
 // ISIF's rotation head goes into the checkpoint (isif.pt) and comes back; without a head ISIF
 // writes nothing and reads nothing, so checkpoints of older runs still load.
 TEST(IsifRotationHead, CheckpointHoldsTheHead) {
-  UdmlStep step;
+  MethodStep step;
   const std::filesystem::path dir = scratch_dir("isif");
   step.isif(0)->save(dir.string());
   EXPECT_TRUE(std::filesystem::is_empty(dir));
@@ -214,7 +214,7 @@ TEST(IsifRotationHead, CheckpointHoldsTheHead) {
 // udml.instance_weight w adds w x ISIF's loss on the two views, forwarded as one batch, whose
 // first half the pair loss sees: L(w) = P + w I, with I computed here by losses::isif_loss.
 TEST(UdmlInstanceTerm, LossIsThePairLossPlusTheWeightedIsifLoss) {
-  UdmlStep step;
+  MethodStep step;
   const double half = step.loss(*step.method(0, "head", 0.5)).item<double>();
   const double one = step.loss(*step.method(0, "head", 1)).item<double>();
   const double instance =
@@ -232,7 +232,7 @@ TEST(UdmlInstanceTerm, LossIsThePairLossPlusTheWeightedIsifLoss) {
 
 // pseudo.layer picks the features k-means sees at the start of an epoch.
 TEST(UdmlPseudoLabels, ClusterTheLayerPseudoLayerNames) {
-  UdmlStep step;
+  MethodStep step;
   step.method(0, "head");
   step.method(0, "backbone");
   EXPECT_EQ(step.clustered, (std::vector<std::string>{"head", "backbone"}));
@@ -248,7 +248,7 @@ TEST(UdmlPseudoLabels, ClusterTheLayerPseudoLayerNames) {
 // A checkpoint's centroids are as wide as the layer they clustered: resuming with the other
 // pseudo.layer stops with an error naming the option, not a shape error inside k-means.
 TEST(UdmlPseudoLabels, ResumingWithAnotherLayerIsAnError) {
-  UdmlStep step;
+  MethodStep step;
   ASSERT_NE(step.setup.embedding_dim, step.setup.feature_dim);
   const std::filesystem::path dir = scratch_dir("udml");
   step.method(0, "head")->save(dir.string());
@@ -272,7 +272,7 @@ TEST(UdmlPseudoLabels, ResumingWithAnotherLayerIsAnError) {
 class UdmlGradient : public ::testing::TestWithParam<double> {};
 
 TEST_P(UdmlGradient, MatchesFiniteDifferences) {
-  UdmlStep step;
+  MethodStep step;
   const std::unique_ptr<Method> method = step.method(0.5, "head", GetParam(), true);
   auto& model = step.model;
   const auto loss = [&] { return step.loss(*method); };
