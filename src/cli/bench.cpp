@@ -30,6 +30,7 @@
 #include "uel/losses/memory_bank.h"
 #include "uel/methods/method.h"
 #include "uel/runtime/compute.h"
+#include "uel/runtime/op_profile.h"
 #include "uel/train/trainer.h"
 
 namespace uel::cli {
@@ -257,6 +258,36 @@ int bench_comm(const Args& args) {
   return 0;
 }
 
+// Rank 0's step by operator, the `count` largest self times, then what ran outside any op.
+void print_op_profile(const train::StepBenchmark& result, int64_t count, int64_t steps) {
+  const double step_ms = 1e3 * result.step_seconds;
+  std::string table = fmt::format(
+      "rank 0's step, {:.1f} ms, by operator (self time: less the ops it called; the profile "
+      "costs about a microsecond per op)\n{:>10} {:>7} {:>11}  {}\n",
+      step_ms,
+      "ms/step",
+      "% step",
+      "calls/step",
+      "operator");
+  const auto row = [&](double ms, const std::string& calls, const std::string& name) {
+    table += fmt::format("{:>10.2f} {:>6.1f}% {:>11}  {}\n", ms, 100 * ms / step_ms, calls, name);
+  };
+  const int64_t shown = std::min<int64_t>(count, static_cast<int64_t>(result.ops.size()));
+  double shown_ms = 0;
+  for (int64_t i = 0; i < shown; ++i) {
+    const runtime::OpTime& op = result.ops[i];
+    shown_ms += 1e3 * op.self_seconds;
+    row(1e3 * op.self_seconds,
+        fmt::format("{:.1f}", static_cast<double>(op.calls) / steps),
+        op.name);
+  }
+  const double inside_ms = 1e3 * result.inside_ops_seconds;
+  if (shown < static_cast<int64_t>(result.ops.size()))
+    row(inside_ms - shown_ms, "", fmt::format("the other {} operators", result.ops.size() - shown));
+  row(step_ms - inside_ms, "", "outside operators (collectives, waiting for data, uel's own code)");
+  std::printf("%s", table.c_str());
+}
+
 // Full training steps (data + forward + backward + gradient sync + SGD) per second.
 int bench_step(const Args& args) {
   Config config;
@@ -273,7 +304,8 @@ int bench_step(const Args& args) {
   config.resolved_ini = options.to_ini();
   const comm::WorldInfo& world = start_ranks(config.train.threads);
   train::Trainer trainer(config, "");
-  const train::StepBenchmark result = trainer.benchmark(config.bench.steps, config.bench.warmup);
+  const train::StepBenchmark result =
+      trainer.benchmark(config.bench.steps, config.bench.warmup, config.bench.ops > 0);
   const double img_per_s = result.img_per_s;
   const int views = methods::views(config.method);
   const double gradient_mb = static_cast<double>(result.gradient_bytes) / (1 << 20);
@@ -303,6 +335,7 @@ int bench_step(const Args& args) {
             "after {} warm-up steps\n"
             "{:.1f} instances/s ({:.1f} views/s, {:.1f} instances/s per rank)\n"
             "gradient all-reduce per step (mean of ranks): {:.1f} MB in {} buckets, {}\n"
+            "BLAS: {}\n"
             R"({{"bench": "step", "method": "{}", "arch": "{}", "data": "{}", "ranks": {}, "batch": {}, )"
             R"("threads": {}, "steps": {}, "warmup": {}, "img_per_s": {:.2f}, "buckets": {}, )"
             R"("gradient_mb": {:.3f}{}}})",
@@ -320,6 +353,7 @@ int bench_step(const Args& args) {
             gradient_mb,
             result.buckets,
             sync_text,
+            runtime::blas_description(),
             config.method.name,
             config.model.arch,
             config.data.train,
@@ -333,6 +367,8 @@ int bench_step(const Args& args) {
             gradient_mb,
             sync_json)
             .c_str());
+    if (config.bench.ops > 0)
+      print_op_profile(result, config.bench.ops, config.bench.steps);
   }
   return 0;
 }

@@ -434,6 +434,11 @@ void Config::declare_bench(OptionSet& o) {
       OptionSet::positive<int64_t>());
   o.add("bench.steps", &bench.steps, "timed steps", OptionSet::positive<int64_t>());
   o.add("bench.warmup", &bench.warmup, "untimed steps first", OptionSet::non_negative<int64_t>());
+  o.add(
+      "bench.ops",
+      &bench.ops,
+      "bench step: list the N operators with the most self time per step (0 = no profile)",
+      OptionSet::non_negative<int64_t>());
   o.add("bench.bank_rows", &bench.bank_rows, "bench bank: memory-bank sizes N");
   o.add("bench.bank_k", &bench.bank_k, "bench bank: negatives K (0 = full softmax)");
   o.add("bench.kmeans_rows", &bench.kmeans_rows, "bench kmeans: rows N (dimension: model.low_dim)");

@@ -12,6 +12,7 @@
 #include "uel/comm/world.h"
 #include "uel/core/logging.h"
 #include "uel/core/version.h"
+#include "uel/runtime/compute.h"
 
 namespace {
 
@@ -71,6 +72,7 @@ int main(int argc, char** argv) {
     uel::log_error("unknown command '{}'; `uel --help` lists the commands", first);
     return 2;
   }
+  uel::runtime::use_fast_blas_kernels(argv);
   // A failure on one rank of a distributed command ends the whole job (MPI_Abort).
   return uel::comm::run_guarded(
       [&] { return it->second.run(uel::cli::Args(argv + 2, argv + argc)); });

@@ -6,12 +6,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <climits>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <thread>
 
 #include <ATen/Parallel.h>
+#include <fmt/format.h>
 
 #include "uel/core/logging.h"
 #include "uel/runtime/cpu_allocator.h"
@@ -44,7 +47,63 @@ int allowed_cpus() {
   return std::max(1, CPU_COUNT(&set));
 }
 
+// OpenBLAS's own report of its kernels; null where another BLAS is loaded.
+const char* openblas_corename() {
+  using Corename = char* (*)();
+  const auto get = reinterpret_cast<Corename>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  return get != nullptr ? get() : nullptr;
+}
+
 }  // namespace
+
+CpuFeatures cpu_features() {
+  __builtin_cpu_init();
+  CpuFeatures cpu;
+  cpu.avx2_fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  cpu.avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx512vl");
+  return cpu;
+}
+
+std::string openblas_kernels_for(const std::string& corename, const CpuFeatures& cpu) {
+  if (corename != "Prescott")
+    return "";
+  if (cpu.avx512)
+    return "SkylakeX";
+  return cpu.avx2_fma ? "Haswell" : "";
+}
+
+void use_fast_blas_kernels(char** argv) {
+  const char* corename = openblas_corename();
+  if (corename == nullptr || std::getenv("OPENBLAS_CORETYPE") != nullptr)
+    return;
+  const std::string kernels = openblas_kernels_for(corename, cpu_features());
+  if (kernels.empty())
+    return;
+  setenv("OPENBLAS_CORETYPE", kernels.c_str(), 1);
+  execv("/proc/self/exe", argv);
+  unsetenv("OPENBLAS_CORETYPE");
+  log_warn(
+      "OpenBLAS runs its generic {} kernels on this CPU, which runs its {} kernels several times "
+      "faster, and restarting with them failed ({}); set OPENBLAS_CORETYPE={} before starting uel",
+      corename,
+      kernels,
+      std::strerror(errno),
+      kernels);
+}
+
+std::string blas_description() {
+  if (const char* corename = openblas_corename()) {
+    return fmt::format(
+        "OpenBLAS, {} kernels{}",
+        corename,
+        std::getenv("OPENBLAS_CORETYPE") != nullptr ? " (OPENBLAS_CORETYPE)" : "");
+  }
+  std::string blas;
+  dl_iterate_phdr(find_blas, &blas);
+  return blas.empty() ? "a BLAS linked into LibTorch" : blas;
+}
 
 void configure_compute(int threads, int local_ranks) {
   const int allowed = allowed_cpus();

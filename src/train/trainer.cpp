@@ -447,7 +447,7 @@ void Trainer::start_epoch(int64_t epoch, int64_t first_step) {
   input_.loader->start_epoch(epoch, first_step * config_.train.accumulate);
 }
 
-StepBenchmark Trainer::benchmark(int64_t steps, int64_t warmup) {
+StepBenchmark Trainer::benchmark(int64_t steps, int64_t warmup, bool profile_ops) {
   data::Loader& loader = *input_.loader;
   start_epoch(0, 0);
   const double lr = config_.train.schedule.lr;
@@ -456,11 +456,22 @@ StepBenchmark Trainer::benchmark(int64_t steps, int64_t warmup) {
     train_step(next_batch, lr);
   comm_->barrier();
   const comm::GradSync::Timing before = grad_sync_->timing();
+  std::optional<runtime::OpProfile> profile;
+  if (profile_ops)
+    profile.emplace();
   const auto start = Clock::now();
   for (int64_t i = 0; i < steps; ++i)
     train_step(next_batch, lr);
-  comm_->barrier();
   StepBenchmark result;
+  result.step_seconds = seconds_since(start) / steps;
+  if (profile) {
+    result.ops = profile->ops();
+    for (runtime::OpTime& op : result.ops)
+      op.self_seconds /= steps;
+    result.inside_ops_seconds = profile->inside_seconds() / steps;
+    profile.reset();
+  }
+  comm_->barrier();
   result.img_per_s = steps * config_.train.batch_size / seconds_since(start);
   const comm::GradSync::Timing after = grad_sync_->timing();
   result.buckets = static_cast<int64_t>(grad_sync_->bucket_layout().size());

@@ -77,6 +77,30 @@ check "bench step's JSON names its warm-up" grep -q '"steps": 1, "warmup": 20,' 
 bench=$(taskset -c 0 "$uel" "${step[@]}" --train.threads=2 2>&1)
 check "more threads than allowed CPUs: a warning with the fix" \
   grep -qF -- "--train.threads=2 but this process may run on 1 CPU(s) only (its affinity): start it with mpirun --bind-to none or --map-by slot:PE=2" <<<"$bench"
+# The step by operator: the two largest, the rest, the time outside operators; all of them: the
+# four convolutions' backward in the one timed step (the two views go through the network as one batch).
+bench=$("$uel" "${step[@]}" --bench.warmup=1 --bench.ops=2 2>&1)
+check "bench step --bench.ops lists the step by operator" grep -q "rank 0's step, .* ms, by operator" <<<"$bench"
+check "bench step --bench.ops=2: two operators, the others, the time outside operators" \
+  test "$(sed -n '/by operator/,$p' <<<"$bench" | grep -cE '^ +-?[0-9.]+ +-?[0-9.]+% ')" = 4
+check "bench step --bench.ops=2: the rest in one row" \
+  grep -qE '% +the other [0-9]+ operators$' <<<"$bench"
+bench=$("$uel" "${step[@]}" --bench.warmup=1 --bench.ops=1000 2>&1)
+check "bench step --bench.ops: small_cnn's four convolutions, backward once in the step" \
+  grep -qE '% +4\.0  aten::convolution_backward$' <<<"$bench"
+check "bench step --bench.ops: every operator listed, no rest row" \
+  bash -c '! grep -q "the other .* operators" <<<"$1"' _ "$bench"
+# OpenBLAS (tools/setup.sh installs it) falls back to generic kernels on CPUs it does not know;
+# uel restarts itself with the kernels the CPU runs (runtime::use_fast_blas_kernels), and keeps
+# what a user chose.
+check "bench step names the BLAS: OpenBLAS" grep -q "^BLAS: OpenBLAS, " <<<"$bench"
+if grep -qw avx2 /proc/cpuinfo; then
+  check "an AVX2 CPU runs OpenBLAS kernels better than the generic ones" \
+    bash -c '! grep -q "BLAS: OpenBLAS, Prescott kernels" <<<"$1"' _ "$bench"
+fi
+bench=$(OPENBLAS_CORETYPE=Prescott "$uel" "${step[@]}" --bench.warmup=0 2>&1)
+check "a user's OPENBLAS_CORETYPE is kept" \
+  grep -q "^BLAS: OpenBLAS, Prescott kernels (OPENBLAS_CORETYPE)" <<<"$bench"
 check "uel --version names the git sha" bash -c "'$uel' --version | grep -q 'git '"
 
 # --- bad input -------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ struct BenchOptions {
   int64_t steps = 50;
   int64_t warmup = 5;
   std::string device = "auto";  // bench comm: auto|cpu|cuda
+  int64_t ops = 0;              // bench step: list the N operators with the most self time
   int64_t min_bytes = 4 << 10;
   int64_t max_bytes = 256 << 20;
   std::vector<double> bank_rows = {1e5, 1.28e6};   // bench bank: N

@@ -18,6 +18,7 @@
 #include "uel/eval/evaluator.h"
 #include "uel/methods/method.h"
 #include "uel/models/embedding_net.h"
+#include "uel/runtime/op_profile.h"
 #include "uel/train/config.h"
 #include "uel/train/optimizer.h"
 #include "uel/train/run_log.h"
@@ -32,6 +33,10 @@ struct StepBenchmark {
   bool timed_all_reduce = false;  // false on NCCL, whose all-reduces run on the device
   double all_reduce_seconds = 0;  // inside the bucket all-reduces
   double exposed_seconds = 0;     // of those, not hidden behind backward
+  double step_seconds = 0;        // this rank's wall time per step
+  // With profile_ops: this rank's operators, self seconds per step, and the time inside them.
+  std::vector<runtime::OpTime> ops;
+  double inside_ops_seconds = 0;
 };
 
 // How Trainer::run ended: the schedule (or train.max_steps) is done, or a stop request ended it
@@ -49,8 +54,9 @@ class Trainer {
   // step, write a checkpoint and return kStopped. A stop on an epoch's last step still ends the
   // epoch (its checkpoint and evaluation): a resumed run neither misses nor repeats them.
   RunEnd run(const std::function<bool()>& stop_requested = {});
-  // `steps` full training steps after `warmup` untimed ones.
-  StepBenchmark benchmark(int64_t steps, int64_t warmup);
+  // `steps` full training steps after `warmup` untimed ones; profile_ops: where the timed steps
+  // spend their time, per operator (runtime::OpProfile; it costs about a microsecond per op).
+  StepBenchmark benchmark(int64_t steps, int64_t warmup, bool profile_ops = false);
   // Loads weights and the method's files (and, with_state, optimizer state and position) of a
   // checkpoint folder saved on any world size.
   void load_checkpoint(const std::string& dir, bool with_state);
