@@ -262,8 +262,8 @@ int bench_comm(const Args& args) {
 void print_op_profile(const train::StepBenchmark& result, int64_t count, int64_t steps) {
   const double step_ms = 1e3 * result.step_seconds;
   std::string table = fmt::format(
-      "rank 0's step, {:.1f} ms, by operator (self time: less the ops it called; the profile "
-      "costs about a microsecond per op)\n{:>10} {:>7} {:>11}  {}\n",
+      "rank 0's step, {:.1f} ms, by operator (self time: less the ops it called)\n{:>10} {:>7} "
+      "{:>11}  {}\n",
       step_ms,
       "ms/step",
       "% step",

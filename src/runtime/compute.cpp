@@ -57,12 +57,15 @@ const char* openblas_corename() {
 }  // namespace
 
 CpuFeatures cpu_features() {
-  __builtin_cpu_init();
   CpuFeatures cpu;
+#if defined(__x86_64__) && defined(__GNUC__)
+  // CPUID and the registers the OS saves (xgetbv), as GCC's run-time checks read them.
+  __builtin_cpu_init();
   cpu.avx2_fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   cpu.avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") &&
                __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
                __builtin_cpu_supports("avx512vl");
+#endif
   return cpu;
 }
 

@@ -55,7 +55,7 @@ class Trainer {
   // epoch (its checkpoint and evaluation): a resumed run neither misses nor repeats them.
   RunEnd run(const std::function<bool()>& stop_requested = {});
   // `steps` full training steps after `warmup` untimed ones; profile_ops: where the timed steps
-  // spend their time, per operator (runtime::OpProfile; it costs about a microsecond per op).
+  // spend their time, per operator (runtime::OpProfile; its callbacks are timed with the steps).
   StepBenchmark benchmark(int64_t steps, int64_t warmup, bool profile_ops = false);
   // Loads weights and the method's files (and, with_state, optimizer state and position) of a
   // checkpoint folder saved on any world size.
