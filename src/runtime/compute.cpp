@@ -47,6 +47,13 @@ int allowed_cpus() {
   return std::max(1, CPU_COUNT(&set));
 }
 
+// The resolved path of the libblas.so LibTorch loaded (Debian's alternatives pick it); "" if none.
+std::string loaded_blas() {
+  std::string blas;
+  dl_iterate_phdr(find_blas, &blas);
+  return blas;
+}
+
 // OpenBLAS's own report of its kernels; null where another BLAS is loaded.
 const char* openblas_corename() {
   using Corename = char* (*)();
@@ -103,8 +110,7 @@ std::string blas_description() {
         corename,
         std::getenv("OPENBLAS_CORETYPE") != nullptr ? " (OPENBLAS_CORETYPE)" : "");
   }
-  std::string blas;
-  dl_iterate_phdr(find_blas, &blas);
+  const std::string blas = loaded_blas();
   return blas.empty() ? "a BLAS linked into LibTorch" : blas;
 }
 
@@ -127,8 +133,7 @@ void configure_compute(int threads, int local_ranks) {
   const int64_t memory = static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);
   install_caching_cpu_allocator(memory / 4 / std::max(1, local_ranks));
   // Debian's LibTorch uses whichever libblas.so.3 is selected; the reference one is ~35x slower.
-  std::string blas;
-  dl_iterate_phdr(find_blas, &blas);
+  const std::string blas = loaded_blas();
   if (blas.find("/blas/libblas") != std::string::npos) {
     log_warn(
         "the reference BLAS ({}) is active and makes matrix products ~35x slower; "
